@@ -1,0 +1,45 @@
+# CUPS (Código Universal del Punto de Suministro) validation.
+# Shared by the firmware (boot-time config check) and tools/ (config generator): one rule, one place.
+#
+# Format: "ES" + 16 digits (4-digit distributor + 12-digit supply point) + 2 check letters,
+# optionally followed by 2 characters (border-point digit + type letter, e.g. "0F", "1P").
+# Check letters: r = int(16 digits) mod 529; (q, m) = divmod(r, 23); letters = T[q] + T[m]
+# with T the Spanish DNI table below (python-stdnum stdnum/es/cups.py; see prior-art.md §3).
+
+_TABLE = "TRWAGMYFPDXBNJZSQVHLCKE"
+_TYPES = "FPRCXYZ"
+
+
+def check_letters(digits):
+    # Reduce digit by digit: the 16-digit number is a big int on ESP32 (small ints are 31-bit)
+    # and this keeps the work allocation-free.
+    r = 0
+    for ch in digits:
+        r = (r * 10 + ord(ch) - 48) % 529
+    q, m = divmod(r, 23)
+    return _TABLE[q] + _TABLE[m]
+
+
+def cups_error(value):
+    """Return None when value is a valid CUPS, else a short reason (no trailing period)."""
+    if not isinstance(value, str):
+        return "must be a string"
+    n = len(value)
+    if n not in (20, 22):
+        return "must be 20 or 22 characters (ES + 16 digits + 2 check letters [+ 2]), got %d" % n
+    if value[:2] != "ES":
+        return "must start with ES"
+    digits = value[2:18]
+    for ch in digits:
+        if ch < "0" or ch > "9":
+            return "characters 3-18 must be digits"
+    want = check_letters(digits)
+    got = value[18:20]
+    if got != want:
+        return "check letters should be %s for these digits, got %s" % (want, got)
+    if n == 22:
+        if value[20] < "0" or value[20] > "9":
+            return "character 21 (border point) must be a digit"
+        if value[21] not in _TYPES:
+            return "character 22 (type) must be one of %s" % _TYPES
+    return None

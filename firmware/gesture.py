@@ -1,0 +1,56 @@
+# The technician's re-provision gesture: N power-ups in a row, each within a short window
+# (default 4, 10 s: the fast power-cycle recovery that Tasmota users know).
+#
+# Every boot increments a counter on flash; once the meter has stayed up for the window, the
+# counter goes back to 0. Reaching N raises a request, also kept on flash, so a power cut
+# while it is being served does not lose it; the meter clears it once the new provisioning
+# attempt got an answer and the attributes were acknowledged.
+#
+# A brownout series can look like the gesture. That is harmless by design: the request never
+# destroys working credentials (they are replaced only by ones the platform just issued), and
+# sending the attributes again is idempotent.
+
+_RECORD = "boot"
+
+
+class BootGesture:
+    def __init__(self, store, cycles, window_ms, ticks_diff):
+        self._store = store
+        self._cycles = cycles
+        self._window_ms = window_ms
+        self._ticks_diff = ticks_diff
+        self._count = 0
+        self.requested = False
+        self._armed = False  # counter still needs clearing after the window
+
+    def boot(self, now_ms, button_held=False):
+        """Count this power-up. Returns True when a re-provisioning is requested."""
+        rec = self._store.read(_RECORD) or {}
+        count = rec.get("n", 0) if isinstance(rec.get("n"), int) else 0
+        requested = rec.get("req") is True
+        if self._cycles:
+            count += 1
+            if count >= self._cycles:
+                requested = True
+                count = 0
+        if button_held:
+            requested = True
+        self._count = count
+        self.requested = requested
+        self._store.write(_RECORD, {"n": count, "req": requested})
+        self._armed = count != 0
+        self._start_ms = now_ms
+        return requested
+
+    def tick(self, now_ms):
+        # After the window: this boot was not part of a gesture; start counting afresh.
+        if self._armed and self._ticks_diff(now_ms, self._start_ms) >= self._window_ms:
+            self._armed = False
+            self._count = 0
+            self._store.write(_RECORD, {"n": 0, "req": self.requested})
+
+    def done(self):
+        """The request was served: forget it."""
+        if self.requested:
+            self.requested = False
+            self._store.write(_RECORD, {"n": self._count, "req": False})

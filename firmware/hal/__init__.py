@@ -1,0 +1,17 @@
+# The hardware boundary. Everything that touches a pin, the radio, the watchdog, the clock or
+# the filesystem mount lives behind one Hal object; logic modules receive it (or the functions
+# they need) from main.py and import nothing from here.
+#
+# firmware/hal/esp32.py   the real board: machine.Pin, machine.Counter (PCNT), network.WLAN,
+#                         machine.WDT, ntptime, machine.reset
+# firmware/hal/unix.py    the MicroPython Unix port: LittleFS on a file-backed block device,
+#                         pulses and Wi-Fi played from outside the process, host clock
+#
+# Both provide:
+#   name; ticks_ms, ticks_us, ticks_diff, ticks_add, sleep_ms; unique_id() -> bytes
+#   mount(); mem_free(); epoch_ms() -> int; sync_time(host) -> bool
+#   wifi_connect(ssid, password); wifi_disconnect(); wifi_connected(); wifi_status(); wifi_rssi()
+#   pulse_input(pin, pull_up, edge, handler, use_hw) -> hardware counter (.take()) or None
+#   led_setter(pin, inverted) -> callable(bool) or None; boot_button_held() -> bool
+#   wdt_start(timeout_ms); wdt_feed(); reset() (does not return)
+#   socket, ssl: the modules umqtt.simple and the TLS context use

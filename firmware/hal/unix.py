@@ -1,0 +1,238 @@
+# Hardware boundary for the MicroPython Unix port: `make sim` and the end-to-end tests run the
+# same main.py and firmware/ as the ESP32 on this. Fakes stop here, at the hardware edge:
+#
+# - Flash: a LittleFS2 filesystem on a file-backed block device (METER_FLASH, default
+#   flash.img), mounted at /flash and made the working directory, so a SIGKILL behaves like a
+#   power cut on real flash (copy-on-write metadata, atomic rename).
+# - Pulses: a thread reads the FIFO named by METER_PULSES; every byte is one edge on the pulse
+#   pin. Like the ESP32 it plays both pieces of hardware: the PCNT counter (counts every edge,
+#   whatever Python is doing) and the GPIO interrupt, delivered through micropython.schedule as
+#   ESP32 soft IRQs are, queue overflow included (the edge then reaches only the counter).
+# - Network: METER_NET names a file holding "up" (default), "down" (Wi-Fi lost: no sockets, no
+#   DNS) or "nodns" (Wi-Fi up, name resolution fails). Sockets are real TCP to the host.
+# - Time: the host clock, synced from boot (METER_NTP=fail makes sync fail).
+# - METER_UID: hex unique id (the MAC on a board); METER_BUTTON: a file whose presence means
+#   the BOOT button is held.
+# - reset(): exits with RESET_EXIT_CODE; the harness (tools/meterhost.py) powers the meter up
+#   again, like the chip's reset line would.
+
+import gc
+import os
+import socket as _socket
+import ssl
+import sys
+import time
+
+import micropython
+
+RESET_EXIT_CODE = 3
+_BLOCK = 4096
+_BLOCKS = 512  # 2 MiB, the data partition of a 4 MiB ESP32 module
+_NET_CHECK_MS = 200
+
+
+class FileBlockDev:
+    # LittleFS2 block device (extended interface: offsets within a block) over a host file.
+    def __init__(self, path, blocks=_BLOCKS):
+        self.blocks = blocks
+        try:
+            self._f = open(path, "r+b")
+        except OSError:
+            self._f = open(path, "w+b")
+            erased = b"\xff" * _BLOCK  # erased flash reads as 0xFF
+            for _ in range(blocks):
+                self._f.write(erased)
+            self._f.flush()
+
+    def readblocks(self, n, buf, off=0):
+        self._f.seek(n * _BLOCK + off)
+        self._f.readinto(buf)
+
+    def writeblocks(self, n, buf, off=0):
+        self._f.seek(n * _BLOCK + off)
+        self._f.write(buf)
+
+    def ioctl(self, op, arg):
+        if op == 4:  # block count
+            return self.blocks
+        if op == 5:  # block size
+            return _BLOCK
+        if op == 6:  # erase
+            self._f.seek(arg * _BLOCK)
+            self._f.write(b"\xff" * _BLOCK)
+            return 0
+        return 0
+
+
+def mount_flash(path, mountpoint="/flash"):
+    dev = FileBlockDev(path)
+    try:
+        os.mount(os.VfsLfs2(dev), mountpoint)
+    except OSError:
+        os.VfsLfs2.mkfs(dev)  # blank image: format it, as a fresh chip is formatted on first boot
+        os.mount(os.VfsLfs2(dev), mountpoint)
+    return dev
+
+
+class _HwCounter:
+    # The PCNT stand-in: the feeder thread is its only writer, the main loop only reads.
+    def __init__(self):
+        self.total = 0
+        self._taken = 0
+
+    def take(self):
+        t = self.total
+        n = t - self._taken
+        self._taken = t
+        return n
+
+
+class _Net:
+    # The socket module as the firmware sees it on the Unix port: real sockets, gated by the
+    # scripted Wi-Fi state.
+    def __init__(self, hal):
+        self._hal = hal
+
+    def socket(self, *args):
+        if self._hal._net() == "down":
+            raise OSError(113)  # EHOSTUNREACH: no Wi-Fi
+        return _socket.socket(*args)
+
+    def getaddrinfo(self, host, port, *args):
+        state = self._hal._net()
+        if state in ("down", "nodns"):
+            raise OSError(-2)  # lwIP-style DNS failure
+        return _socket.getaddrinfo(host, port, *args)
+
+
+class Hal:
+    name = "unix"
+    ssl = ssl
+
+    def __init__(self):
+        self.ticks_ms = time.ticks_ms
+        self.ticks_us = time.ticks_us
+        self.ticks_diff = time.ticks_diff
+        self.ticks_add = time.ticks_add
+        self.socket = _Net(self)
+        self._net_file = os.getenv("METER_NET")
+        self._net_state = "up"
+        self._net_ms = None
+        self._wifi_on = False
+        self._hw = None
+        self._handler = None
+        self.sched_overflows = 0  # edges whose soft IRQ was dropped (queue full)
+        self.wdt_fed_ms = None
+
+    # --- time ------------------------------------------------------------------------------
+    def sleep_ms(self, ms):
+        # The Unix port does not run scheduled callbacks inside time.sleep (the ESP32 does):
+        # sleep in 1 ms slices so pulse handlers run between them.
+        end = time.ticks_add(time.ticks_ms(), ms)
+        while time.ticks_diff(end, time.ticks_ms()) > 0:
+            time.sleep_ms(1)
+
+    def epoch_ms(self):
+        return time.time_ns() // 1000000
+
+    def sync_time(self, host):
+        return os.getenv("METER_NTP") != "fail" and self._net() == "up"
+
+    # --- identity, memory, flash -------------------------------------------------------------
+    def unique_id(self):
+        uid = os.getenv("METER_UID") or "a1b2c3d4e5f6"
+        try:
+            import binascii
+            return binascii.unhexlify(uid)
+        except ValueError:
+            return uid.encode()
+
+    def mem_free(self):
+        return gc.mem_free()
+
+    def mount(self):
+        mount_flash(os.getenv("METER_FLASH") or "flash.img")
+        os.chdir("/flash")
+
+    # --- network -----------------------------------------------------------------------------
+    def _net(self):
+        if self._net_file is None:
+            return "up"
+        now = time.ticks_ms()
+        if self._net_ms is None or time.ticks_diff(now, self._net_ms) >= _NET_CHECK_MS:
+            self._net_ms = now
+            try:
+                with open(self._net_file) as f:
+                    self._net_state = f.read().strip() or "up"
+            except OSError:
+                self._net_state = "up"
+        return self._net_state
+
+    def wifi_connect(self, ssid, password):
+        self._wifi_on = True
+
+    def wifi_disconnect(self):
+        self._wifi_on = False
+
+    def wifi_connected(self):
+        return self._wifi_on and self._net() != "down"
+
+    def wifi_status(self):
+        return "access point not found" if self._net() == "down" else "connected"
+
+    def wifi_rssi(self):
+        return -55 if self.wifi_connected() else None
+
+    # --- pins --------------------------------------------------------------------------------
+    def pulse_input(self, pin, pull_up, edge, handler, use_hw):
+        self._handler = handler
+        self._hw = _HwCounter() if use_hw else None
+        path = os.getenv("METER_PULSES")
+        if path:
+            import _thread
+            _thread.start_new_thread(self._feed, (path,))
+        return self._hw
+
+    def _feed(self, path):
+        # Runs in its own thread, like the pulse hardware: keeps counting while the main thread
+        # is blocked in a TLS handshake or a flash write.
+        buf = bytearray(64)
+        mv = memoryview(buf)
+        hw = self._hw
+        handler = self._handler
+        while True:
+            with open(path, "rb") as f:  # blocks until the load driver opens the FIFO
+                while True:
+                    n = f.readinto(mv)
+                    if not n:
+                        break  # writer closed: wait for the next one
+                    for _ in range(n):
+                        if hw is not None:
+                            hw.total += 1
+                        try:
+                            micropython.schedule(handler, None)
+                        except RuntimeError:
+                            self.sched_overflows += 1
+
+    def led_setter(self, pin, inverted):
+        return None  # pattern changes are logged by StatusLed
+
+    def boot_button_held(self, pin=None):
+        path = os.getenv("METER_BUTTON")
+        if not path or pin is None:
+            return False
+        try:
+            os.stat(path)
+            return True
+        except OSError:
+            return False
+
+    # --- watchdog, reset -----------------------------------------------------------------------
+    def wdt_start(self, timeout_ms):
+        self.wdt_fed_ms = time.ticks_ms()
+
+    def wdt_feed(self):
+        self.wdt_fed_ms = time.ticks_ms()
+
+    def reset(self):
+        sys.exit(RESET_EXIT_CODE)

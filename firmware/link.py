@@ -1,0 +1,276 @@
+# One MQTT connection through umqtt.simple, made safe for a meter that must never hang.
+#
+# umqtt.simple is used as shipped (PyPI 1.3.4 on the Unix port, the newer micropython-lib
+# version frozen into ESP32 firmware). What this module adds around it:
+# - Timeouts. umqtt creates its socket inside connect() with no timeout, and wait_msg() calls
+#   sock.setblocking(True), which on MicroPython clears any timeout: a server that goes silent
+#   mid-packet would block the meter forever. Link gives umqtt a socket factory that sets a
+#   timeout, and after connect() swaps in _Guarded, which turns setblocking(True) back into
+#   "blocking with our timeout".
+# - TLS for both umqtt APIs. 1.3.4 takes ssl=True, ssl_params={} and does `import ussl`
+#   (gone from MicroPython >= 1.23); the newer one takes ssl=<SSLContext>. The same context
+#   serves both: passed directly, or behind a stand-in `ussl` module.
+# - Subscribing without waiting for the SUBACK (umqtt's subscribe blocks until one arrives and
+#   raises on a refusal; ThingsBoard's provisioning sessions refuse or ignore SUBSCRIBE on
+#   older versions, yet still deliver the reply).
+# - Byte counters for the wire-cost benchmark.
+
+import struct
+import sys
+
+from micropython import const
+
+_SUBACK = const(0x90)
+_PUBACK = const(0x40)
+_UNSUBACK = const(0xB0)
+_PUBLISH = const(0x30)
+
+
+class LinkError(Exception):
+    """The connection failed or went silent: retry later, with backoff."""
+
+
+class _SocketFactory:
+    # Installed as umqtt.simple's `socket` module: the only way to reach the socket umqtt
+    # creates inside connect() before it blocks on DNS, TCP and the CONNACK.
+    def __init__(self, sockmod, timeout_s):
+        self._m = sockmod
+        self.timeout_s = timeout_s
+        self.raw = None
+
+    def socket(self, *args):
+        s = self._m.socket(*args)
+        s.settimeout(self.timeout_s)
+        self.raw = s
+        return s
+
+    def getaddrinfo(self, *args):
+        return self._m.getaddrinfo(*args)
+
+
+class _Ussl:
+    # Stand-in for the `ussl` module that umqtt.simple 1.3.4 imports inside connect().
+    def __init__(self):
+        self.ctx = None
+
+    def wrap_socket(self, sock, server_hostname=None, **_ignored):
+        return self.ctx.wrap_socket(sock, server_hostname=server_hostname)
+
+
+class _Guarded:
+    # What umqtt sees as its socket after connect(): the real (or TLS) socket, with a timeout
+    # that survives wait_msg()'s setblocking(True), and byte counters.
+    def __init__(self, sock, raw, timeout_s, stats):
+        self._s = sock
+        self._raw = raw  # the TCP socket under TLS: timeouts live there
+        self.timeout_s = timeout_s
+        self._stats = stats
+
+    def setblocking(self, flag):
+        if flag:
+            self._raw.settimeout(self.timeout_s)
+        else:
+            self._s.setblocking(False)
+
+    def read(self, n):
+        data = self._s.read(n)
+        if data:
+            self._stats[1] += len(data)
+        return data
+
+    def write(self, buf, n=None):
+        if n is None:
+            n = len(buf)
+            r = self._s.write(buf)
+        else:
+            r = self._s.write(buf, n)
+        self._stats[0] += n
+        return r
+
+    def close(self):
+        self._s.close()
+
+
+class Link:
+    def __init__(self, umqtt, sockmod, ssl_mod, ticks_ms, ticks_diff, log, timeout_s=15):
+        self._umqtt = umqtt
+        self._factory = _SocketFactory(sockmod, timeout_s)
+        umqtt.socket = self._factory
+        self._ssl = ssl_mod
+        self._ussl = None
+        self._ticks_ms = ticks_ms
+        self._ticks_diff = ticks_diff
+        self._log = log
+        self.timeout_s = timeout_s
+        self._c = None
+        self.on_message = None  # callback(topic: bytes, payload: bytes)
+        self.stats = [0, 0]  # bytes sent, bytes received (all connections)
+        self.suback = None  # return code of the last SUBACK seen by wait(), None if none
+
+    # --- connection -------------------------------------------------------------------------
+
+    def tls_context(self, ca_der):
+        ssl = self._ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED  # verifies the chain and the host name
+        ctx.load_verify_locations(cadata=ca_der)
+        return ctx
+
+    def _client(self, host, port, client_id, user, password, keepalive_s, tls):
+        M = self._umqtt.MQTTClient
+        if tls is None:
+            return M(client_id, host, port, user, password, keepalive_s)
+        try:
+            c = M(client_id, host, port, user, password, keepalive_s,
+                  ssl=True, ssl_params={"server_hostname": host})
+        except TypeError:
+            return M(client_id, host, port, user, password, keepalive_s, ssl=tls)  # newer API
+        if self._ussl is None:
+            self._ussl = _Ussl()
+        self._ussl.ctx = tls
+        sys.modules["ussl"] = self._ussl
+        return c
+
+    @property
+    def connected(self):
+        return self._c is not None
+
+    def open(self, host, port, client_id, user, password, keepalive_s, tls=None):
+        """Connect. Returns 0, or the broker's CONNACK refusal code. Raises LinkError."""
+        self.close()
+        c = self._client(host, port, client_id.encode(), user.encode() if user else b"",
+                         password.encode() if password else b"", keepalive_s, tls)
+        c.set_callback(self._dispatch)
+        self._factory.raw = None
+        try:
+            c.connect()
+        except self._umqtt.MQTTException as e:
+            self._discard(c)
+            return e.args[0] if e.args else -1
+        except Exception as e:  # DNS, refused, timeout, TLS verification, garbled CONNACK
+            self._discard(c)
+            raise LinkError("connect to %s:%d failed: %r" % (host, port, e))
+        c.sock = _Guarded(c.sock, self._factory.raw, self.timeout_s, self.stats)
+        self._c = c
+        return 0
+
+    def _discard(self, c):
+        if c.sock is not None:
+            try:
+                c.sock.close()
+            except Exception:
+                pass
+            c.sock = None
+
+    def close(self, graceful=True):
+        c = self._c
+        self._c = None
+        if c is None:
+            return
+        if graceful:
+            try:
+                c.disconnect()  # DISCONNECT, then close
+                return
+            except Exception:
+                pass
+        self._discard(c)
+
+    # --- traffic ----------------------------------------------------------------------------
+
+    def _dispatch(self, topic, msg):
+        if self.on_message is not None:
+            self.on_message(topic, msg)
+
+    def _fail(self, what, e):
+        self.close(graceful=False)
+        raise LinkError("%s: %r" % (what, e))
+
+    def publish(self, topic, payload, qos=0):
+        """Send; with qos=1 return only after the PUBACK (LinkError if none in time)."""
+        if self._c is None:
+            raise LinkError("publish: not connected")
+        try:
+            self._c.publish(topic, payload, False, qos)
+        except Exception as e:
+            self._fail("publish to %s" % topic.decode(), e)
+
+    def subscribe(self, topic, qos=1):
+        """Subscribe and wait for the SUBACK. Returns False when the server refused it."""
+        try:
+            self._c.subscribe(topic, qos)
+            return True
+        except self._umqtt.MQTTException:
+            return False
+        except Exception as e:
+            self._fail("subscribe to %s" % topic.decode(), e)
+
+    def subscribe_nowait(self, topic, qos=1):
+        # A SUBSCRIBE whose SUBACK is consumed later by wait(), if it ever comes.
+        c = self._c
+        c.pid = (c.pid % 65535) + 1
+        pkt = bytearray(b"\x82\0\0\0")
+        struct.pack_into("!BH", pkt, 1, 2 + 2 + len(topic) + 1, c.pid)
+        try:
+            c.sock.write(pkt)
+            c.sock.write(struct.pack("!H", len(topic)))
+            c.sock.write(topic)
+            c.sock.write(bytes((qos,)))
+        except Exception as e:
+            self._fail("subscribe to %s" % topic.decode(), e)
+
+    def poll(self):
+        """Handle whatever the server sent, without blocking when it sent nothing."""
+        if self._c is None:
+            return
+        try:
+            op = self._c.check_msg()
+            if op is not None:
+                self._after(op)
+        except LinkError:
+            raise
+        except Exception as e:
+            self._fail("receive", e)
+
+    def wait(self, timeout_ms, done):
+        """Handle incoming packets until done() is true or timeout_ms passes. Returns done()."""
+        start = self._ticks_ms()
+        c = self._c
+        try:
+            while not done():
+                left = timeout_ms - self._ticks_diff(self._ticks_ms(), start)
+                if left <= 0:
+                    return False
+                c.sock.timeout_s = left / 1000 if left < self.timeout_s * 1000 else self.timeout_s
+                c.sock.setblocking(True)
+                op = c.wait_msg()
+                if op is not None:
+                    self._after(op)
+            return True
+        except LinkError:
+            raise
+        except Exception as e:
+            self._fail("receive", e)
+        finally:
+            if self._c is not None:
+                self._c.sock.timeout_s = self.timeout_s
+
+    def _after(self, op):
+        # wait_msg() handles PUBLISH and PINGRESP itself and returns any other packet type
+        # with its body unread; read it so the stream stays in step.
+        kind = op & 0xF0
+        if kind == _PUBLISH:
+            return
+        sock = self._c.sock
+        if kind == _SUBACK:
+            body = sock.read(4)  # remaining length 3, packet id, return code
+            self.suback = body[3]
+        elif kind in (_PUBACK, _UNSUBACK):
+            sock.read(3)  # a late acknowledgement: nothing waits for it any more
+        else:
+            raise LinkError("unexpected packet type 0x%02x" % op)
+
+    def ping(self):
+        try:
+            self._c.ping()
+        except Exception as e:
+            self._fail("ping", e)

@@ -1,0 +1,37 @@
+# Log lines for the serial console (and the Unix port's stderr in simulation).
+# Format: "<uptime s>.<ms> <LEVEL> <tag>: <message>". Secrets go through mask() first.
+# Every line is flushed as written, so a log survives the power cut that follows it.
+
+
+def mask(value):
+    """Show at most the first and last 2 characters of a secret."""
+    if value is None:
+        return "<none>"
+    value = str(value)
+    if len(value) < 8:
+        return "***"
+    return value[:2] + "..." + value[-2:]
+
+
+class Log:
+    def __init__(self, ticks_ms, write=None):
+        self._ticks_ms = ticks_ms
+        self._t0 = ticks_ms()
+        self._write = write or print
+        self.last_error = None  # shown by `make status` and the status RPC
+
+    def _emit(self, level, tag, msg, args):
+        if args:
+            msg = msg % args
+        t = self._ticks_ms() - self._t0  # uptime; wraps after 12 days, harmless in a log
+        self._write("%d.%03d %s %s: %s" % (t // 1000, t % 1000, level, tag, msg))
+        return msg
+
+    def info(self, tag, msg, *args):
+        self._emit("I", tag, msg, args)
+
+    def warn(self, tag, msg, *args):
+        self._emit("W", tag, msg, args)
+
+    def error(self, tag, msg, *args):
+        self.last_error = "%s: %s" % (tag, self._emit("E", tag, msg, args))

@@ -1,0 +1,479 @@
+# The meter's supervisor: boot states, connection states and the run loop.
+#
+#   wifi -> time -> [provision] -> connect -> [attributes] -> run
+#     ^        |          |             |            |          |
+#     +--------+----------+-------------+------------+----------+  failure: jittered backoff
+#
+# One loop, never blocked for long: each step() drains the pulse counter, persists the index
+# when due, drives the LED and the power-cycle gesture, and advances the connection state only
+# when its backoff timer has expired. Pulses are counted from the first step on, whatever the
+# network does. Blocking calls (DNS, TCP, TLS, MQTT) are bounded by the link's socket timeout;
+# the hardware counter and the interrupt handler keep counting through them.
+#
+# Re-provisioning rules (thingsboard-device-api.md §2.8, §1):
+# - provision only when no credentials are stored, the stored ones were refused with CONNACK 5
+#   (or 2), or the technician's gesture asked for it; never on DNS/socket errors, timeouts or
+#   CONNACK 3;
+# - a credential is replaced only by one the platform just issued (SUCCESS) or by the configured
+#   device token after it was accepted (CONNACK 0); FAILURE and NOT_FOUND keep what we have;
+# - NOT_FOUND and FAILURE with no way forward are retried slowly (retry_slow_s), never hammered.
+
+from micropython import const
+
+from firmware import attributes, provision, telemetry
+from firmware.backoff import Backoff
+from firmware.link import LinkError
+from firmware.log import mask
+
+WIFI = "wifi"
+TIME = "time"
+PROVISION = "provision"
+CONNECT = "connect"
+ATTRIBUTES = "attributes"
+RUN = "run"
+
+_WIFI_JOIN_MS = const(30000)
+_WIFI_POLL_MS = const(250)
+_TIME_TRIES = const(3)
+_TIME_RESYNC_MS = const(3600000)
+_BATCH_MAX = const(20)  # readings per telemetry message (~1.5 KB)
+_PUBLISH_GAP_MS = const(500)  # between telemetry messages when replaying a backlog
+_GESTURE_FALLBACK_TRIES = const(3)
+_HEALTHY_MS = const(3600000)
+_RPC_TOPIC = b"v1/devices/me/rpc/request/+"
+_LED_FOR = {WIFI: "wifi", RUN: "run"}  # every other state: "connecting"
+_PULSES_RECORD = "pulses"
+_CREDS_RECORD = "creds"
+
+
+class Meter:
+    def __init__(self, hal, cfg, store, link, pulses, queue, log, rand, device_name, tls=None,
+                 gesture=None, led=None, extensions=None, on_healthy=None):
+        self._hal = hal
+        self.cfg = cfg
+        self._store = store
+        self._link = link
+        self.pulses = pulses
+        self.queue = queue
+        self._log = log
+        self.device_name = device_name
+        self._tls = tls
+        self._gesture = gesture
+        self._led = led
+        self._ext = extensions  # optional run-state services (RPC, shared attributes)
+        self._on_healthy = on_healthy  # called once after an hour of running (crash counter)
+        self._provisioner = provision.Provisioner(link, log)
+        self._marker = attributes.AttributeMarker(store)
+        self._backoff = Backoff(cfg["retry_min_s"] * 1000, cfg["retry_max_s"] * 1000, rand)
+        self._slow = Backoff(cfg["retry_slow_s"] * 1000, cfg["retry_slow_s"] * 4000, rand)
+        self.state = None
+        self.creds = None
+        self._candidate = None  # the configured device token, tried once after FAILURE
+        self._rejected = False  # the stored credentials got CONNACK 5 this boot
+        self._reprovision = False  # gesture: provision once more this boot
+        self._gesture_tries = 0
+        self._next_ms = 0
+        self._wifi_since = None
+        self._time_fails = 0
+        self._time_synced = False
+        self._time_next_ms = 0
+        self.persisted_index = 0
+        self._persist_ms = None
+        self._sample_ms = None
+        self._health_ms = None
+        self._publish_ms = None
+        self._boot_ms = 0
+        self.published = 0  # telemetry messages acknowledged since boot
+        self.last_outcome = ""  # last provisioning outcome, for status
+
+    # --- boot ----------------------------------------------------------------------------------
+
+    def start(self):
+        hal = self._hal
+        now = hal.ticks_ms()
+        self._boot_ms = now
+        rec = self._store.read(_PULSES_RECORD)
+        index = rec.get("index") if isinstance(rec, dict) else None
+        if isinstance(index, int) and index >= 0:
+            self.pulses.index = index
+        self.persisted_index = self.pulses.index
+        self._persist_ms = now
+        creds = self._store.read(_CREDS_RECORD)
+        self.creds = creds if _valid_creds(creds) else None
+        if self._gesture is not None and self._gesture.boot(
+                now, hal.boot_button_held(self.cfg["boot_button_pin"])):
+            self._log.warn("boot", "re-provisioning requested (power-cycle gesture or button)")
+            self._reprovision = True
+            self._marker.clear()
+            self._show("gesture")
+        self._log.info("boot", "device %s, %s, pulse index %d, %s", self.device_name,
+                       "credentials stored (%s)" % provision.credential_id(self.creds)
+                       if self.creds else "no credentials", self.pulses.index,
+                       "TLS to %s:%d" % (self.cfg["tb_host"], self.cfg["tb_port"]) if self._tls
+                       else "PLAIN MQTT to %s:%d" % (self.cfg["tb_host"], self.cfg["tb_port"]))
+        if self._tls is None:
+            self._log.warn("boot", "TLS is off (tb_plain_ok): credentials travel in clear text")
+        self._goto(WIFI)
+
+    # --- main loop -----------------------------------------------------------------------------
+
+    def run_forever(self):
+        self.start()
+        while True:
+            self.step()
+            self._hal.sleep_ms(20)
+
+    def step(self):
+        hal = self._hal
+        hal.wdt_feed()
+        now = hal.ticks_ms()
+        self.pulses.service(now)
+        if self._gesture is not None:
+            self._gesture.tick(now)
+        self._sample(now)
+        self._persist_if_due(now, False)
+        if self._led is not None:
+            self._led.update(now)
+        if self._due(now, self._next_ms):
+            self._advance(now)
+        if self.state == RUN:
+            self._run(now)
+
+    def _due(self, now, at):
+        return self._hal.ticks_diff(now, at) >= 0
+
+    def _goto(self, state, delay_ms=0):
+        # Timers start from the clock *now*: the step that decided this may have blocked for
+        # seconds (DNS, TLS, a provisioning exchange).
+        if state != self.state:
+            self._log.info("state", "%s -> %s%s", self.state or "boot", state,
+                           " in %d.%ds" % (delay_ms // 1000, delay_ms % 1000 // 100) if delay_ms else "")
+            self.state = state
+        self._next_ms = self._hal.ticks_add(self._hal.ticks_ms(), delay_ms)
+        self._show(_LED_FOR.get(state, "connecting"))
+
+    def _show(self, name):
+        if self._led is not None and name is not None:
+            if self._reprovision and name != "run":
+                name = "gesture"
+            self._led.show(name, self._hal.ticks_ms())
+
+    def _retry(self, state, slow=False):
+        delay = (self._slow if slow else self._backoff).next_ms()
+        self._goto(state, delay)
+        if slow:
+            self._show("waiting")
+        return delay
+
+    def _advance(self, now):
+        s = self.state
+        if s == WIFI:
+            self._step_wifi(now)
+        elif s == TIME:
+            self._step_time(now)
+        elif s == PROVISION:
+            self._step_provision(now)
+        elif s == CONNECT:
+            self._step_connect(now)
+        elif s == ATTRIBUTES:
+            self._step_attributes(now)
+
+    # --- states ----------------------------------------------------------------------------------
+
+    def _after_network(self):
+        if self._needs_provisioning():
+            self._goto(PROVISION)
+        else:
+            self._goto(CONNECT)
+
+    def _needs_provisioning(self):
+        return self.creds is None or self._rejected or self._reprovision
+
+    def _step_wifi(self, now):
+        hal = self._hal
+        if hal.wifi_connected():
+            self._wifi_since = None
+            self._log.info("wifi", "connected%s", _rssi_text(hal.wifi_rssi()))
+            if self._time_synced:
+                self._after_network()
+            else:
+                self._goto(TIME)
+            return
+        if self._wifi_since is None:
+            self._log.info("wifi", "joining %s", self.cfg["wifi_ssid"])
+            hal.wifi_connect(self.cfg["wifi_ssid"], self.cfg["wifi_password"])
+            self._wifi_since = now
+        elif hal.ticks_diff(now, self._wifi_since) > _WIFI_JOIN_MS:
+            self._wifi_since = None
+            hal.wifi_disconnect()
+            delay = self._retry(WIFI)
+            self._log.warn("wifi", "could not join %s (%s); retrying in %d s",
+                           self.cfg["wifi_ssid"], hal.wifi_status(), delay // 1000)
+            return
+        self._next_ms = hal.ticks_add(now, _WIFI_POLL_MS)
+
+    def _step_time(self, now):
+        if self._sync_time(now):
+            self._after_network()
+            return
+        self._time_fails += 1
+        if self._time_fails >= _TIME_TRIES:
+            self._log.warn("time", "no time from %s; readings carry server time until it syncs",
+                           self.cfg["ntp_host"])
+            self._after_network()
+        else:
+            self._retry(TIME)
+
+    def _sync_time(self, now):
+        ok = self._hal.sync_time(self.cfg["ntp_host"])
+        self._time_next_ms = self._hal.ticks_add(now, _TIME_RESYNC_MS)
+        if ok and not self._time_synced:
+            self._log.info("time", "synced: %d", self._hal.epoch_ms() // 1000)
+        self._time_synced = self._time_synced or ok
+        return ok
+
+    def _provision_target(self):
+        cfg = self.cfg
+        return cfg["tb_host"], cfg["tb_port"], self._tls
+
+    def _step_provision(self, now):
+        cfg = self.cfg
+        host, port, tls = self._provision_target()
+        self._log.info("provision", "requesting credentials for %s from %s:%d (key %s)",
+                       self.device_name, host, port, mask(cfg["provision_key"]))
+        req = provision.build_request(cfg["provision_key"], cfg["provision_secret"],
+                                      self.device_name, cfg["access_token"])
+        outcome, creds, detail = self._provisioner.run(host, port, tls, req, cfg["keepalive_s"])
+        self.last_outcome = outcome
+        gesture = self._reprovision and self.creds is not None and not self._rejected
+        if outcome == provision.SUCCESS:
+            # Store before use: a power cut after this line finds the new credentials; before
+            # it, the platform holds a device whose token we never saw (§2.8), which the
+            # device-supplied token (if configured) or an administrator recovers.
+            self._store.write(_CREDS_RECORD, creds)
+            self.creds = creds
+            self._rejected = False
+            self._reprovision = False
+            self._log.info("provision", "SUCCESS: %s credentials stored",
+                           provision.credential_id(creds))
+            self._backoff.reset()
+            self._slow.reset()
+            self._goto(CONNECT)
+            return
+        if outcome in (provision.NOT_FOUND, provision.FAILURE):
+            self._log.error("provision", "%s: %s%s", outcome, detail, {
+                provision.NOT_FOUND: " (check provision_key/provision_secret; is provisioning "
+                                     "enabled on the device profile?)",
+                provision.FAILURE: " (a device named %s exists, or the token is taken)"
+                                   % self.device_name}[outcome])
+            self._reprovision = False
+            if outcome == provision.FAILURE and cfg["access_token"] and self._candidate is None:
+                self._candidate = {"type": "ACCESS_TOKEN", "token": cfg["access_token"]}
+                self._log.info("provision", "trying the configured device token %s",
+                               mask(cfg["access_token"]))
+                self._goto(CONNECT)
+            elif gesture:
+                self._log.info("provision", "keeping the working credentials")
+                self._goto(CONNECT)
+            else:
+                delay = self._retry(CONNECT if self.creds else PROVISION, slow=True)
+                self._log.warn("provision", "retrying in %d min", delay // 60000)
+            return
+        # NO_REPLY / BAD_REPLY: the platform did not decide anything; try again soon.
+        self._log.warn("provision", "%s: %s", outcome, detail)
+        if gesture:
+            self._gesture_tries += 1
+            if self._gesture_tries >= _GESTURE_FALLBACK_TRIES:
+                self._log.warn("provision", "giving up the requested re-provisioning for now; "
+                                            "keeping the working credentials")
+                self._reprovision = False
+                self._goto(CONNECT)
+                return
+        self._retry(PROVISION)
+
+    def _step_connect(self, now):
+        cfg = self.cfg
+        creds = self._candidate or self.creds
+        if creds is None:
+            self._goto(PROVISION)
+            return
+        cid, user, pw = provision.connect_params(creds, self.device_name)
+        self._log.info("connect", "to %s:%d as %s (%s %s)", cfg["tb_host"], cfg["tb_port"], cid,
+                       provision.credential_id(creds), mask(user if creds["type"] ==
+                                                            "ACCESS_TOKEN" else pw))
+        self._link.on_message = self._on_message
+        try:
+            rc = self._link.open(cfg["tb_host"], cfg["tb_port"], cid, user, pw,
+                                 cfg["keepalive_s"], self._tls)
+        except LinkError as e:
+            delay = self._retry(CONNECT)
+            self._log.warn("connect", "%s; retrying in %d s", e, delay // 1000)
+            if not self._hal.wifi_connected():
+                self._goto(WIFI, delay)
+            return
+        if rc == 0:
+            if self._candidate is not None:
+                # The platform accepted the configured token: the device is ours.
+                self._store.write(_CREDS_RECORD, creds)
+                self.creds = creds
+                self._candidate = None
+                self._log.info("connect", "device token accepted; stored as credentials")
+            self._rejected = False
+            self._backoff.reset()
+            self._slow.reset()
+            self._log.info("connect", "connected")
+            if self._ext is not None and not self._ext.on_connect(self._link):
+                self._link.close(graceful=False)
+                self._retry(CONNECT)
+                return
+            if self._marker.is_sent(cfg, self.creds):
+                self._enter_run()
+            else:
+                self._goto(ATTRIBUTES)
+            return
+        if rc in (2, 4, 5):
+            if self._candidate is not None:
+                self._candidate = None
+                self._log.error("connect", "the configured device token was refused (CONNACK %d)", rc)
+                delay = self._retry(CONNECT if self.creds else PROVISION, slow=True)
+                self._log.warn("connect", "retrying in %d min", delay // 60000)
+                return
+            self._log.error("connect", "credentials refused (CONNACK %d): device deleted or "
+                                       "credentials changed on the platform; provisioning again", rc)
+            self._rejected = True
+            self._goto(PROVISION)
+            return
+        delay = self._retry(CONNECT)
+        self._log.warn("connect", "server refused the session (CONNACK %d); retrying in %d s",
+                       rc, delay // 1000)
+
+    def _step_attributes(self, now):
+        cfg = self.cfg
+        self._log.info("attributes", "sending %s=%s and %s=%s", cfg["attr_supplier_key"],
+                       mask(cfg["supplier_key"]), cfg["attr_cups_key"], cfg["cups"])
+        try:
+            self._link.publish(attributes.TOPIC, attributes.payload(cfg), 1)
+        except LinkError as e:
+            delay = self._retry(CONNECT)
+            self._log.warn("attributes", "not acknowledged (%s); reconnecting in %d s",
+                           e, delay // 1000)
+            return
+        # PUBACK received: only now is it safe to say "sent".
+        self._marker.mark_sent(cfg, self.creds)
+        self._log.info("attributes", "acknowledged")
+        if self._gesture is not None:
+            self._gesture.done()
+        self._reprovision = False
+        self._enter_run()
+
+    def _enter_run(self):
+        self._publish_ms = None
+        self._goto(RUN)
+
+    def _lost(self, why):
+        self._link.close(graceful=False)
+        delay = self._retry(CONNECT)
+        self._log.warn("run", "connection lost (%s); reconnecting in %d s", why, delay // 1000)
+        if not self._hal.wifi_connected():
+            self._goto(WIFI, delay)
+
+    def _run(self, now):
+        if not self._hal.wifi_connected():
+            self._lost("Wi-Fi down")
+            return
+        try:
+            self._link.poll()
+            if self._ext is not None:
+                self._ext.service(self._link, now)
+            self._publish_due(now)
+            self._health_due(now)
+        except LinkError as e:
+            self._lost(e)
+            return
+        if not self._time_synced and self._due(now, self._time_next_ms):
+            self._sync_time(now)
+        if self._on_healthy is not None and self._hal.ticks_diff(now, self._boot_ms) >= _HEALTHY_MS:
+            self._on_healthy()
+            self._on_healthy = None
+
+    def _on_message(self, topic, msg):
+        if self._ext is not None:
+            self._ext.on_message(topic, msg)
+
+    # --- readings --------------------------------------------------------------------------------
+
+    def _sample(self, now):
+        interval = self.cfg["publish_interval_s"] * 1000
+        if self._sample_ms is not None and self._hal.ticks_diff(now, self._sample_ms) < interval:
+            return
+        self._sample_ms = now
+        ts = self._hal.epoch_ms() if self._time_synced else 0
+        if not ts and self.state != RUN:
+            return  # no timestamp and nobody to send it to: the index keeps the energy anyway
+        self.queue.push(ts, self.pulses.index, telemetry.power_dw(self.pulses.power_w))
+
+    def _persist_if_due(self, now, force):
+        # Bounded flash wear: at most once per persist_interval_s, and only when changed.
+        index = self.pulses.index
+        if index == self.persisted_index:
+            return True
+        if not force and self._hal.ticks_diff(now, self._persist_ms) < \
+                self.cfg["persist_interval_s"] * 1000:
+            return False
+        self._store.write(_PULSES_RECORD, {"index": index})
+        self.persisted_index = index
+        self._persist_ms = now
+        return True
+
+    def _publish_due(self, now):
+        q = self.queue
+        if not len(q):
+            return
+        if self._publish_ms is not None and self._hal.ticks_diff(now, self._publish_ms) < _PUBLISH_GAP_MS:
+            return
+        batch = q.peek(_BATCH_MAX)
+        # An index must be on flash before it leaves the meter: after a power cut the meter
+        # restarts from the flash copy, and the server must never see the index go backwards.
+        if batch[-1][1] > self.persisted_index and not self._persist_if_due(now, False):
+            return
+        self._link.publish(telemetry.TOPIC, telemetry.batch(batch, self.cfg["pulses_per_kwh"]), 1)
+        q.drop(len(batch))
+        self.published += 1
+        self._publish_ms = now
+
+    def _health_due(self, now):
+        interval = self.cfg["health_interval_s"] * 1000
+        if not interval:
+            return
+        if self._health_ms is not None and self._hal.ticks_diff(now, self._health_ms) < interval:
+            return
+        self._health_ms = now
+        hal = self._hal
+        uptime = hal.ticks_diff(now, self._boot_ms) // 1000
+        self._link.publish(telemetry.TOPIC, telemetry.health(
+            hal.epoch_ms() if self._time_synced else 0, uptime, hal.wifi_rssi(), hal.mem_free(),
+            self.pulses.missed_edges), 0)
+
+    # --- planned stop ----------------------------------------------------------------------------
+
+    def shutdown(self):
+        """Before a planned reset: keep the index, close the session politely."""
+        try:
+            self.pulses.service(self._hal.ticks_ms())
+            self._persist_if_due(self._hal.ticks_ms(), True)
+        finally:
+            self._link.close()
+
+
+def _valid_creds(c):
+    if not isinstance(c, dict):
+        return False
+    if c.get("type") == "ACCESS_TOKEN":
+        return isinstance(c.get("token"), str) and len(c["token"]) > 0
+    if c.get("type") == "MQTT_BASIC":
+        return all(isinstance(c.get(k), str) for k in ("clientId", "userName", "password"))
+    return False
+
+
+def _rssi_text(rssi):
+    return " (RSSI %d dBm)" % rssi if rssi is not None else ""

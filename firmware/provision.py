@@ -1,0 +1,126 @@
+# ThingsBoard device provisioning over MQTT (thingsboard-device-api.md §2).
+#
+# The exchange: CONNECT with client id and username "provision" (a provision-only session,
+# password ignored), SUBSCRIBE /provision/response without waiting for the SUBACK, PUBLISH the
+# request to /provision/request (not "/provision", as some docs say: that topic gets the
+# connection closed with no reply), wait for one reply, DISCONNECT.
+# - The reply is accepted whether the SUBSCRIBE was granted (>= 3.9), refused with 0x80
+#   (3.5-3.8) or ignored (<= 3.4): the platform writes it to the requesting connection anyway,
+#   at QoS 1 when nothing matched (§2.1, §2.7).
+# - The request goes at QoS 0, so that no PUBACK races the SUBACK inside umqtt.simple (its
+#   QoS 1 publish reads only PUBACKs and would lose step on a SUBACK). The reply confirms it.
+# - Never a JSON null: the platform answers null values by closing the connection silently
+#   (§2.2). Only keys with values are sent.
+
+import json
+
+from micropython import const
+
+REQUEST_TOPIC = b"/provision/request"
+RESPONSE_TOPIC = b"/provision/response"
+_PROVISION = "provision"
+_REPLY_TIMEOUT_MS = const(15000)
+
+# Outcomes
+SUCCESS = "SUCCESS"
+NOT_FOUND = "NOT_FOUND"  # wrong key/secret, or provisioning disabled on the profile
+FAILURE = "FAILURE"  # name exists, token taken, device limit: the platform never says which
+NO_REPLY = "NO_REPLY"  # refused, closed, timed out, unreachable: try again later
+BAD_REPLY = "BAD_REPLY"  # a reply we cannot use (unknown status, unsupported credentials)
+
+
+def build_request(key, secret, device_name, token=None):
+    req = {"provisionDeviceKey": key, "provisionDeviceSecret": secret, "deviceName": device_name}
+    if token:
+        # Device-supplied credentials (§2.4): lets a meter that lost its token prove it is
+        # the device when the name already exists (FAILURE, then CONNECT with this token).
+        req["credentialsType"] = "ACCESS_TOKEN"
+        req["token"] = token
+    return json.dumps(req).encode()
+
+
+def _short(v):
+    # Server text goes into log lines: bound it, whatever the server sent.
+    s = v if isinstance(v, str) else "<%s>" % type(v).__name__
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+def _nonempty_str(v):
+    return isinstance(v, str) and len(v) > 0
+
+
+def parse_reply(payload):
+    """Returns (outcome, credentials or None, detail for the log)."""
+    try:
+        msg = json.loads(payload)
+    except Exception:  # ValueError, UnicodeError, or MemoryError on absurd nesting
+        return BAD_REPLY, None, "provision reply is not JSON"
+    if not isinstance(msg, dict):
+        return BAD_REPLY, None, "provision reply is not a JSON object"
+    status = msg.get("status")
+    if status in (NOT_FOUND, FAILURE):
+        return status, None, _short(msg.get("errorMsg"))
+    if status != SUCCESS:
+        return BAD_REPLY, None, "provision reply has unknown status %s" % _short(status)
+    ctype = msg.get("credentialsType")
+    value = msg.get("credentialsValue")
+    if ctype == "ACCESS_TOKEN" and _nonempty_str(value):
+        return SUCCESS, {"type": "ACCESS_TOKEN", "token": value}, ""
+    if ctype == "MQTT_BASIC" and isinstance(value, dict):
+        cid, user, pw = value.get("clientId"), value.get("userName"), value.get("password")
+        if all(v is None or isinstance(v, str) for v in (cid, user, pw)) and (cid or user):
+            return SUCCESS, {"type": "MQTT_BASIC", "clientId": cid or "",
+                             "userName": user or "", "password": pw or ""}, ""
+    return BAD_REPLY, None, "provision reply has unusable credentials (type %s)" % _short(ctype)
+
+
+def connect_params(creds, device_name):
+    """(client id, username, password) for a normal session with these credentials."""
+    if creds["type"] == "MQTT_BASIC":
+        return creds["clientId"] or device_name, creds["userName"], creds["password"]
+    # ThingsBoard ignores the client id of token sessions (sessions are keyed by device), but
+    # it must never be "provision" (that makes a provision-only session).
+    return device_name, creds["token"], ""
+
+
+def credential_id(creds):
+    # A short stable name for a credential, for logs and the attributes marker: never the secret.
+    if creds is None:
+        return ""
+    if creds["type"] == "MQTT_BASIC":
+        return "basic:" + creds["clientId"] + ":" + creds["userName"]
+    return "token"
+
+
+class Provisioner:
+    def __init__(self, link, log):
+        self._link = link
+        self._log = log
+        self._reply = None
+
+    def _on_message(self, topic, msg):
+        if topic == RESPONSE_TOPIC and self._reply is None:
+            self._reply = msg
+
+    def run(self, host, port, tls, request, keepalive_s):
+        """One provisioning exchange. Returns (outcome, credentials or None, detail)."""
+        link = self._link
+        self._reply = None
+        link.on_message = self._on_message
+        try:
+            rc = link.open(host, port, _PROVISION, _PROVISION, "", keepalive_s, tls)
+            if rc != 0:
+                return NO_REPLY, None, "provision session refused with CONNACK %d" % rc
+            link.subscribe_nowait(RESPONSE_TOPIC, 1)
+            link.publish(REQUEST_TOPIC, request, 0)
+            if not link.wait(_REPLY_TIMEOUT_MS, self._has_reply):
+                return NO_REPLY, None, "no provision reply within %d s" % (_REPLY_TIMEOUT_MS // 1000)
+        except Exception as e:  # LinkError, or anything the server's bytes provoked
+            return NO_REPLY, None, "provision exchange failed: %s" % (e,)
+        finally:
+            link.on_message = None
+            link.close()  # the server would close it 60 s after the reply; don't wait for that
+        return parse_reply(self._reply)
+
+    def _has_reply(self):
+        return self._reply is not None

@@ -1,0 +1,72 @@
+# Helpers for tests that run on CPython (pytest) and on the MicroPython Unix port (run.py).
+# No pytest features here: plain functions and asserts.
+
+import os
+
+
+class Clock:
+    # ticks_* with MicroPython's 2**30 period, driven by hand.
+    PERIOD = 1 << 30
+
+    def __init__(self, start_us=0):
+        self.us = start_us
+
+    def ticks_us(self):
+        return self.us % self.PERIOD
+
+    def ticks_ms(self):
+        return (self.us // 1000) % self.PERIOD
+
+    def ticks_diff(self, a, b):
+        d = (a - b) & (self.PERIOD - 1)
+        return d - self.PERIOD if d >= (self.PERIOD >> 1) else d
+
+    def advance_us(self, us):
+        self.us += us
+
+    def advance_ms(self, ms):
+        self.us += ms * 1000
+
+
+class ListLog:
+    def __init__(self):
+        self.lines = []
+        self.last_error = None
+
+    def _add(self, level, tag, msg, args):
+        self.lines.append("%s %s: %s" % (level, tag, msg % args if args else msg))
+
+    def info(self, tag, msg, *args):
+        self._add("I", tag, msg, args)
+
+    def warn(self, tag, msg, *args):
+        self._add("W", tag, msg, args)
+
+    def error(self, tag, msg, *args):
+        self._add("E", tag, msg, args)
+
+
+def raises(exc, fn, *args):
+    try:
+        fn(*args)
+    except exc:
+        return True
+    return False
+
+
+_n = [0]
+
+
+def fresh_dir():
+    """A new empty directory, made the working directory (the Store's flash)."""
+    base = os.getenv("PORTABLE_TMP") or "/tmp"
+    while True:
+        _n[0] += 1
+        d = "%s/mtest-%d-%d" % (base, os.getpid() if hasattr(os, "getpid") else 0, _n[0])
+        try:
+            os.mkdir(d)
+            break
+        except OSError:
+            continue
+    os.chdir(d)
+    return d

@@ -1,0 +1,81 @@
+import json
+
+from firmware import attributes, provision, telemetry
+from firmware.log import mask
+
+CFG = {"attr_supplier_key": "Power_suppier_secret_key", "attr_cups_key": "CUPs",
+       "supplier_key": "sk-123", "cups": "ES1234123456789012JY"}
+
+
+def test_telemetry_point_and_batch_are_valid_json_with_ms_timestamps():
+    one = json.loads(telemetry.batch([(1795000000123, 12345, 15005)], 1000))
+    assert one == {"ts": 1795000000123, "values": {"energy_kwh": 12.345, "power_w": 1500.5,
+                                                     "pulses": 12345}}
+    many = json.loads(telemetry.batch([(1795000000000, 1, 0), (1795000060000, 2, 9)], 1000))
+    assert [m["ts"] for m in many] == [1795000000000, 1795000060000]
+    assert many[1]["values"]["power_w"] == 0.9
+    unsynced = json.loads(telemetry.batch([(0, 3, 10)], 1000))
+    assert unsynced == {"energy_kwh": 0.003, "power_w": 1.0, "pulses": 3}
+
+
+def test_no_null_nan_or_infinity_can_appear():
+    for p in (0.0, -1.0, 1e-9, 123456.78):
+        assert telemetry.power_dw(p) >= 0
+    text = telemetry.batch([(1, 0, telemetry.power_dw(0.0))], 1000).decode()
+    for bad in ("null", "NaN", "Infinity"):
+        assert bad not in text
+    h = json.loads(telemetry.health(0, 10, None, 5000, 0))
+    assert "rssi_dbm" not in h and h["uptime_s"] == 10
+
+
+def test_attributes_payload_uses_the_configured_key_names():
+    assert json.loads(attributes.payload(CFG)) == {"Power_suppier_secret_key": "sk-123",
+                                                   "CUPs": "ES1234123456789012JY"}
+
+
+def test_attribute_marker_changes_with_values_and_credentials_and_hides_them():
+    a = attributes.marker(CFG, {"type": "ACCESS_TOKEN", "token": "t1"})
+    assert a == attributes.marker(dict(CFG), {"type": "ACCESS_TOKEN", "token": "t1"})
+    assert a != attributes.marker(dict(CFG, cups="ES1234123456789012JY1F"),
+                                  {"type": "ACCESS_TOKEN", "token": "t1"})
+    assert a != attributes.marker(CFG, {"type": "ACCESS_TOKEN", "token": "t2"})
+    assert "sk-123" not in a and "t1" not in a
+
+
+def test_provision_request_never_holds_null():
+    req = json.loads(provision.build_request("k", "s", "meter-1"))
+    assert req == {"provisionDeviceKey": "k", "provisionDeviceSecret": "s", "deviceName": "meter-1"}
+    req = json.loads(provision.build_request("k", "s", "meter-1", None))
+    assert None not in req.values()
+    req = json.loads(provision.build_request("k", "s", "meter-1", "tok"))
+    assert req["credentialsType"] == "ACCESS_TOKEN" and req["token"] == "tok"
+
+
+def test_every_provision_reply():
+    P = provision
+    ok = P.parse_reply(b'{"credentialsValue":"abc","credentialsType":"ACCESS_TOKEN","status":"SUCCESS"}')
+    assert ok == (P.SUCCESS, {"type": "ACCESS_TOKEN", "token": "abc"}, "")
+    basic = P.parse_reply(json.dumps({"credentialsValue": {"clientId": "c", "userName": "u",
+                                      "password": "p"}, "credentialsType": "MQTT_BASIC",
+                                      "status": "SUCCESS"}).encode())
+    assert basic[0] == P.SUCCESS and basic[1] == {"type": "MQTT_BASIC", "clientId": "c",
+                                                  "userName": "u", "password": "p"}
+    nf = P.parse_reply(b'{"errorMsg":"Provision data was not found!","status":"NOT_FOUND"}')
+    assert nf == (P.NOT_FOUND, None, "Provision data was not found!")
+    fl = P.parse_reply(b'{"errorMsg":"Failed to provision device!","status":"FAILURE"}')
+    assert fl == (P.FAILURE, None, "Failed to provision device!")
+    for bad in (b"", b"not json", b"[]", b"null", b'{"status":"UNKNOWN"}', b'{"status":7}',
+                b'{"status":"SUCCESS"}', b'{"status":"SUCCESS","credentialsType":"X509_CERTIFICATE","credentialsValue":"pem"}',
+                b'{"status":"SUCCESS","credentialsType":"ACCESS_TOKEN","credentialsValue":""}',
+                b'{"status":"SUCCESS","credentialsType":"ACCESS_TOKEN","credentialsValue":null}',
+                b'{"status":"SUCCESS","credentialsType":"MQTT_BASIC","credentialsValue":"x"}',
+                b'\xff\xfe', b'{"status":' + b'[' * 50 + b']' * 50 + b'}', b'{"status":"' + b'A' * 5000 + b'"}'):
+        outcome, creds, detail = P.parse_reply(bad)
+        assert outcome == P.BAD_REPLY and creds is None, bad
+        assert len(detail) < 120
+
+
+def test_mask_shows_at_most_two_characters_each_side():
+    assert mask("abcdefghijkl") == "ab...kl"
+    assert mask("short") == "***"
+    assert mask(None) == "<none>"
