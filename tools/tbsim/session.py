@@ -341,6 +341,7 @@ class Session:
         sim = self.sim
         self.activity()
         codes = []
+        deliver_pending = False
         for topic_filter, qos in filters:
             granted = min(qos, 1)
             if topic_filter in topics.ATTRIBUTE_SUBSCRIPTIONS:
@@ -351,7 +352,7 @@ class Session:
             elif topic_filter in topics.RPC_SUBSCRIPTIONS:
                 if sim._check_limits(self.device_name, 0):
                     self.rpc_type = topics.RPC_SUBSCRIPTIONS[topic_filter]
-                    sim._deliver_pending_rpcs(self)
+                    deliver_pending = True
             elif topic_filter not in topics.PLAIN_SUBSCRIPTIONS:
                 codes.append(RC_TOPIC_FILTER_INVALID if self.version == P.V5 else 0x80)
                 continue
@@ -360,6 +361,9 @@ class Session:
         sim.store.event("subscribe", device=self.device_name,
                         filters=[[f, c] for (f, _), c in zip(filters, codes)])
         self.write(P.suback(packet_id, codes, self.version))
+        if deliver_pending:
+            # The device actor sends pending RPCs once the RPC subscription reached it: after the SUBACK.
+            sim._deliver_pending_rpcs(self)
 
     def on_unsubscribe(self, packet_id, filters):
         self.activity()
