@@ -37,7 +37,8 @@ class BootGesture:
             requested = True
         self._count = count
         self.requested = requested
-        self._store.write(_RECORD, {"n": count, "req": requested})
+        if rec.get("n") != count or rec.get("req") is not requested:
+            self._store.write(_RECORD, {"n": count, "req": requested})
         self._armed = count != 0
         self._start_ms = now_ms
         return requested

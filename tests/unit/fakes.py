@@ -45,6 +45,8 @@ class FakeHal:
         self.ticks_diff = self.clock.ticks_diff
         self.ticks_add = self.clock.ticks_add
         self.broker = broker
+        if broker is not None:
+            broker.clock = self.clock
         self.socket = FakeSocketModule(self)
         self.ssl = FakeSslModule()
         self.wifi_up = True  # the access point is reachable
@@ -140,6 +142,8 @@ class FakeSocket:
         if not self.hal.wifi_connected():
             raise OSError(errno.EHOSTUNREACH, "no route")
         if self.hal.broker is None or self.hal.broker.down:
+            if self.hal.broker is not None:
+                self.hal.broker.refused_ms.append(self.hal.broker.now_ms())
             raise OSError(errno.ECONNREFUSED, "refused")
 
     def read(self, n):
@@ -214,8 +218,13 @@ class FakeSslModule:
 class FakeBroker:
     """Scripts a ThingsBoard server, as seen through umqtt.simple."""
 
-    def __init__(self):
+    def __init__(self, clock=None, key="prov-key-abc123", secret="prov-secret-xyz789"):
+        self.clock = clock  # set by FakeHal so records carry the meter's time
+        self.key, self.secret = key, secret  # the device profile, for TB-like provisioning
         self.down = False
+        self.devices = {}  # name -> token (what the platform holds)
+        self.issued = 0
+        self.attributes = {}  # name -> list of attribute dicts received
         self.tokens = {}  # token -> device name
         self.basic = {}  # (clientId, userName, password) -> device name
         self.connect_script = []  # next CONNACK codes (int) or exceptions, consumed first
@@ -224,8 +233,10 @@ class FakeBroker:
         self.puback = {}  # topic -> "drop" (no PUBACK: timeout) or "close"
         self.sessions = []
         self.published = []  # (client_id, user, topic, payload, qos)
+        self.publish_ms = []  # when each of them arrived
         self.provision_requests = []  # parsed request dicts
-        self.connects = []  # (client_id, user, rc)
+        self.connects = []  # (client_id, user, rc, ms)
+        self.refused_ms = []  # TCP connection attempts while the server was down
 
     # decisions -------------------------------------------------------------------------------
     def on_connect(self, client):
@@ -233,7 +244,7 @@ class FakeBroker:
         if self.connect_script:
             r = self.connect_script.pop(0)
             if isinstance(r, Exception):
-                self.connects.append((cid, user, r))
+                self.connects.append((cid, user, r, self.now_ms()))
                 raise r
             rc = r
         elif user == "provision" or cid == "provision":
@@ -246,18 +257,20 @@ class FakeBroker:
             rc = 2
         else:
             rc = 5
-        self.connects.append((cid, user, rc))
+        self.connects.append((cid, user, rc, self.now_ms()))
         return rc
 
     def on_publish(self, client, topic, msg, qos):
         t = topic.decode()
         self.published.append((client.client_id.decode(), (client.user or b"").decode(), t,
                                bytes(msg), qos))
+        self.publish_ms.append(self.now_ms())
         if client.provision:
             if t != "/provision/request":
                 raise OSError(errno.ECONNRESET, "closed by server")
-            self.provision_requests.append(json.loads(msg))
-            reply = self.provision_script.pop(0) if self.provision_script else None
+            req = json.loads(msg)
+            self.provision_requests.append(req)
+            reply = self.provision_script.pop(0) if self.provision_script else self.decide(req)
             if reply == "close":
                 client._raw().peer_closed = True
                 return
@@ -265,11 +278,37 @@ class FakeBroker:
                 body = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
                 client.pending.append((b"/provision/response", body))
             return
+        if t == "v1/devices/me/attributes":
+            self.attributes.setdefault(self.tokens.get((client.user or b"").decode()), []).append(
+                json.loads(msg))
         action = self.puback.get(t)
         if qos and action == "drop":
             raise OSError(errno.ETIMEDOUT, "no PUBACK")
         if action == "close":
             raise OSError(errno.ECONNRESET, "closed by server")
+
+    def decide(self, req):
+        # ThingsBoard's "allow create new devices" strategy (thingsboard-device-api.md §2.3).
+        if req.get("provisionDeviceKey") != self.key or req.get("provisionDeviceSecret") != self.secret:
+            return {"errorMsg": "Provision data was not found!", "status": "NOT_FOUND"}
+        name = req.get("deviceName")
+        self.issued += 1
+        token = req.get("token") or "gen-%04d-token-xyz" % self.issued
+        if name in self.devices or token in self.tokens:
+            return {"errorMsg": "Failed to provision device!", "status": "FAILURE"}
+        self.add_device(name, token)
+        return {"credentialsValue": token, "credentialsType": "ACCESS_TOKEN", "status": "SUCCESS"}
+
+    def add_device(self, name, token):
+        self.devices[name] = token
+        self.tokens[token] = name
+
+    def delete_device(self, name):
+        token = self.devices.pop(name)
+        del self.tokens[token]
+
+    def now_ms(self):
+        return self.clock.us // 1000 if self.clock else 0
 
     def messages(self, topic):
         return [json.loads(p) for (_c, _u, t, p, _q) in self.published if t == topic]

@@ -38,7 +38,7 @@ def make_cfg(**over):
 class Rig:
     """One simulated meter: power it up, let it run, cut its power, power it up again."""
 
-    def __init__(self, broker=None, new_api=True, seed=1, **cfg_over):
+    def __init__(self, broker=None, new_api=True, seed=1, start=True, **cfg_over):
         self.broker = broker or FakeBroker()
         self.hal = FakeHal(broker=self.broker)
         self.umqtt = FakeUmqtt(self.broker, new_api=new_api)
@@ -46,7 +46,9 @@ class Rig:
         self.rand = random.Random(seed).random
         self.lines = []
         self.boots = 0
-        self.power_up()
+        self.meter = None
+        if start:
+            self.power_up()
 
     def power_up(self, **cfg_over):
         if cfg_over:
@@ -94,5 +96,6 @@ class Rig:
 
     def cut_power(self):
         """SIGKILL: the meter object is dropped mid-flight; flash keeps what was written."""
-        self.link.close(graceful=False)
+        if self.meter is not None:
+            self.link.close(graceful=False)
         self.meter = None
