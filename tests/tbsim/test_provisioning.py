@@ -3,7 +3,7 @@ import json
 import time
 
 import pytest
-from conftest import KEY, SECRET
+KEY, SECRET = "meter-key", "meter-secret"     # the profile conftest.make_sim installs
 from rawmqtt import PINGREQ, RawClient, parse_publish, publish_packet, subscribe_packet, unsubscribe_packet
 from tools.tbsim import Profile
 

@@ -195,3 +195,11 @@ def test_retain_flag_is_ignored(sim, device):
     device.send(publish_packet(TELEMETRY, '{"r":1}', qos=1, packet_id=1, retain=True))
     assert device.read_packet() == (0x40, b"\x00\x01")
     assert sim.telemetry("meter-1")[0]["values"] == {"r": 1}
+
+
+def test_gateway_topic_from_a_plain_device_gets_no_puback(sim, device):
+    device.send(publish_packet("v1/gateway/telemetry", '{"d":[{"a":1}]}', qos=1, packet_id=5))
+    assert device.expect_silence(0.3)
+    device.send(PINGREQ)
+    assert device.read_packet() == (0xD0, b"")
+    assert sim.events("publish")[-1]["reason"] == "gateway-topic"

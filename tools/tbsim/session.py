@@ -409,6 +409,11 @@ class Session:
         if device is None:                   # deleted meanwhile; the close is on its way
             return
         topic = msg.topic
+        if topic.startswith("v1/gateway/"):
+            # Not a gateway: TB only logs an error, so there is no PUBACK and the session stays.
+            store.event("publish", device=device.name, topic=topic, qos=msg.qos, accepted=False,
+                        reason="gateway-topic", size=len(msg.payload))
+            return
         try:
             if topic in topics.ATTRIBUTE_TOPICS:
                 values = tbjson.attribute_values(msg.payload)
