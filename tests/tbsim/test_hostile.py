@@ -150,3 +150,14 @@ def test_memory_does_not_grow_under_abuse(make_sim):
     # 400 abusive connections must cost no more than their (bounded) event records.
     assert after - before < 2_000_000, after - before
     assert alive(sim)
+
+
+def test_deeply_nested_json_is_just_invalid(sim):
+    sim.add_device("m", token="t")
+    with RawClient(sim.mqtt_port) as c:
+        assert c.connect("cid", "t") == (0x20, b"\x00\x00")
+        from rawmqtt import publish_packet
+        c.send(publish_packet("v1/devices/me/telemetry", "[" * 30000 + "]" * 30000, qos=1))
+        assert c.expect_closed()
+    assert sim.events("close")[-1]["reason"] == "validation"
+    assert alive(sim)

@@ -42,8 +42,8 @@ def test_free_plan_telemetry_messages_per_second_close_the_connection(make_sim):
     c = connected(sim)
     c.send(b"".join(publish_packet(TELEMETRY, '{"v":%d}' % i, qos=1, packet_id=i + 1) for i in range(80)))
     acks = count_pubacks_until_close(c)
-    # 50 per second, refilled continuously: a burst gets 50 (51 if the server was slow by 20 ms).
-    assert 50 <= acks <= 52
+    # 50 per second, refilled continuously: a burst gets 50, plus one per 20 ms the server spent on it.
+    assert 50 <= acks <= 56
     assert sim.events("close")[-1]["reason"] == "rate-limit"
     assert sim.device("meter-1")["telemetryCount"] == acks
 
@@ -52,7 +52,7 @@ def test_paid_plan_allows_a_bigger_burst(make_sim):
     sim = make_sim(rate_limits="paid")
     c = connected(sim)
     c.send(b"".join(publish_packet(TELEMETRY, '{"v":%d}' % i, qos=1, packet_id=i + 1) for i in range(130)))
-    assert 100 <= count_pubacks_until_close(c) <= 103
+    assert 100 <= count_pubacks_until_close(c) <= 110
 
 
 def test_data_points_limit(make_sim):

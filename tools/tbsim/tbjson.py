@@ -12,8 +12,6 @@ import decimal
 import json
 import math
 
-TELEMETRY_TS_KEYS = ("ts", "values")
-
 
 class Invalid(Exception):
     """TB AdaptorException (validation failure)."""
@@ -449,15 +447,6 @@ def server_rpc_request(request_id_text, payload):
     method = as_string(obj["method"])
     params = to_python(obj.get("params"))
     return request_id, method, params
-
-
-def dumps(value):
-    """Compact JSON like Gson's toString (no spaces)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
-
-
-def is_finite_number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 # ---- encoding as ThingsBoard writes JSON to devices --------------------------------------------------
