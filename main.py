@@ -118,6 +118,10 @@ def main():
             led.show("config-error", hal.ticks_ms())
             config_error_loop(hal, log, errors, led)
         meter = build(hal, log, cfg, random.random, lambda: store.remove(_CRASH_RECORD))
+        import gc
+        gc.collect()
+        # Collect early, before the heap fragments (docs/reference/constrained.rst).
+        gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())
         meter.run_forever()
     except KeyboardInterrupt:
         raise  # Ctrl-C at the console (or SIGINT on the Unix port): a person is in charge

@@ -55,6 +55,7 @@ class Hal:
         return machine.unique_id()
 
     def mem_free(self):
+        gc.collect()  # free heap means reachable data only, not garbage awaiting collection
         return gc.mem_free()
 
     def epoch_ms(self):

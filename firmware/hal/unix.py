@@ -12,7 +12,7 @@
 #   DNS) or "nodns" (Wi-Fi up, name resolution fails). Sockets are real TCP to the host.
 # - Time: the host clock, synced from boot (METER_NTP=fail makes sync fail).
 # - METER_UID: hex unique id (the MAC on a board); METER_BUTTON: a file whose presence means
-#   the BOOT button is held.
+#   the BOOT button is held; METER_FLASH_DELAY_MS: a slow flash chip (each block write blocks).
 # - reset(): exits with RESET_EXIT_CODE; the harness (tools/meterhost.py) powers the meter up
 #   again, like the chip's reset line would.
 
@@ -33,15 +33,18 @@ _NET_CHECK_MS = 200
 
 class FileBlockDev:
     # LittleFS2 block device (extended interface: offsets within a block) over a host file.
-    def __init__(self, path, blocks=_BLOCKS):
+    def __init__(self, path, blocks=_BLOCKS, delay_ms=0):
         self.blocks = blocks
+        self.delay_ms = delay_ms
+        # One erased block, allocated at mount time: erases happen mid-run, on a heap that
+        # may be too fragmented for 4 KB by then (the ESP32 erases in C).
+        self._erased = b"\xff" * _BLOCK
         try:
             self._f = open(path, "r+b")
         except OSError:
             self._f = open(path, "w+b")
-            erased = b"\xff" * _BLOCK  # erased flash reads as 0xFF
             for _ in range(blocks):
-                self._f.write(erased)
+                self._f.write(self._erased)  # erased flash reads as 0xFF
             self._f.flush()
 
     def readblocks(self, n, buf, off=0):
@@ -49,6 +52,8 @@ class FileBlockDev:
         self._f.readinto(buf)
 
     def writeblocks(self, n, buf, off=0):
+        if self.delay_ms:
+            time.sleep_ms(self.delay_ms)  # a slow flash chip: the main thread is blocked here
         self._f.seek(n * _BLOCK + off)
         self._f.write(buf)
 
@@ -59,13 +64,13 @@ class FileBlockDev:
             return _BLOCK
         if op == 6:  # erase
             self._f.seek(arg * _BLOCK)
-            self._f.write(b"\xff" * _BLOCK)
+            self._f.write(self._erased)
             return 0
         return 0
 
 
-def mount_flash(path, mountpoint="/flash"):
-    dev = FileBlockDev(path)
+def mount_flash(path, mountpoint="/flash", delay_ms=0):
+    dev = FileBlockDev(path, delay_ms=delay_ms)
     try:
         os.mount(os.VfsLfs2(dev), mountpoint)
     except OSError:
@@ -148,10 +153,12 @@ class Hal:
             return uid.encode()
 
     def mem_free(self):
+        gc.collect()  # free heap means reachable data only, not garbage awaiting collection
         return gc.mem_free()
 
     def mount(self):
-        mount_flash(os.getenv("METER_FLASH") or "flash.img")
+        mount_flash(os.getenv("METER_FLASH") or "flash.img",
+                    delay_ms=int(os.getenv("METER_FLASH_DELAY_MS") or 0))
         os.chdir("/flash")
 
     # --- network -----------------------------------------------------------------------------
@@ -196,23 +203,18 @@ class Hal:
     def _feed(self, path):
         # Runs in its own thread, like the pulse hardware: keeps counting while the main thread
         # is blocked in a TLS handshake or a flash write.
-        buf = bytearray(64)
-        mv = memoryview(buf)
+        edge = bytearray(1)  # one byte per read: MicroPython's readinto waits for a full buffer
         hw = self._hw
         handler = self._handler
         while True:
             with open(path, "rb") as f:  # blocks until the load driver opens the FIFO
-                while True:
-                    n = f.readinto(mv)
-                    if not n:
-                        break  # writer closed: wait for the next one
-                    for _ in range(n):
-                        if hw is not None:
-                            hw.total += 1
-                        try:
-                            micropython.schedule(handler, None)
-                        except RuntimeError:
-                            self.sched_overflows += 1
+                while f.readinto(edge):
+                    if hw is not None:
+                        hw.total += 1
+                    try:
+                        micropython.schedule(handler, None)
+                    except RuntimeError:
+                        self.sched_overflows += 1  # as on ESP32: the soft IRQ is lost
 
     def led_setter(self, pin, inverted):
         return None  # pattern changes are logged by StatusLed
