@@ -43,6 +43,8 @@ _HEALTHY_MS = const(3600000)
 _RPC_TOPIC = b"v1/devices/me/rpc/request/+"
 _LED_FOR = {WIFI: "wifi", RUN: "run"}  # every other state: "connecting"
 _PULSES_RECORD = "pulses"
+_ERROR_RECORD = "lasterr"
+_ERROR_SAVE_MS = const(60000)
 _CREDS_RECORD = "creds"
 
 
@@ -85,6 +87,8 @@ class Meter:
         self._boot_ms = 0
         self.published = 0  # telemetry messages acknowledged since boot
         self.last_outcome = ""  # last provisioning outcome, for status
+        self._saved_error = None
+        self._error_ms = None
 
     # --- boot ----------------------------------------------------------------------------------
 
@@ -134,6 +138,7 @@ class Meter:
         self._persist_if_due(now, False)
         if self._led is not None:
             self._led.update(now)
+        self._persist_error(now)
         if self._due(now, self._next_ms):
             self._advance(now)
         if self.state == RUN:
@@ -424,6 +429,18 @@ class Meter:
         self.persisted_index = index
         self._persist_ms = now
         return True
+
+    def _persist_error(self, now):
+        # The last error survives a reset for `make status`: written only when it changes,
+        # and at most once a minute, so a retry loop cannot wear the flash.
+        err = self._log.last_error
+        if err is None or err == self._saved_error:
+            return
+        if self._error_ms is not None and self._hal.ticks_diff(now, self._error_ms) < _ERROR_SAVE_MS:
+            return
+        self._store.write(_ERROR_RECORD, {"msg": err})
+        self._saved_error = err
+        self._error_ms = now
 
     def _publish_due(self, now):
         q = self.queue

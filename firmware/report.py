@@ -1,0 +1,72 @@
+# The meter's state as a technician needs it: `make status` runs report.main() on the board
+# through mpremote, and the "status" RPC sends summary() to the platform.
+# Secrets are masked (at most the first and last 2 characters); nothing here writes to flash.
+
+import json
+
+from firmware.log import mask
+
+_CONFIG_FILE = "config.json"
+
+
+def summary(store, read_text, mem_free=None):
+    """A dict describing config, credentials, attributes marker, pulse index and last error."""
+    from firmware import attributes, config
+    out = {}
+    text = read_text(_CONFIG_FILE)
+    if text is None:
+        out["config"] = {"error": "config.json not found"}
+        cfg = None
+    else:
+        cfg, errors = config.parse(text)
+        if errors:
+            out["config"] = {"errors": errors}
+            cfg = None
+        else:
+            shown = {}
+            for k in ("wifi_ssid", "tb_host", "tb_port", "tb_tls", "device_name", "cups",
+                      "pulse_pin", "pulses_per_kwh", "publish_interval_s"):
+                shown[k] = cfg[k]
+            for k in config.SECRET_FIELDS:
+                if cfg.get(k) is not None:
+                    shown[k] = mask(cfg[k])
+            out["config"] = shown
+    creds = store.read("creds")
+    out["provisioned"] = isinstance(creds, dict)
+    if out["provisioned"]:
+        out["credentials"] = creds.get("type")
+    attrs = store.read("attrs")
+    out["attributes_sent"] = isinstance(attrs, dict)
+    if out["attributes_sent"] and cfg is not None and creds:
+        out["attributes_current"] = attrs.get("hash") == attributes.marker(cfg, creds)
+    rec = store.read("pulses")
+    out["pulse_index"] = rec.get("index") if isinstance(rec, dict) else 0
+    if cfg is not None:
+        from firmware.pulses import energy_text
+        out["energy_kwh"] = energy_text(out["pulse_index"] or 0, cfg["pulses_per_kwh"])
+    err = store.read("lasterr")
+    out["last_error"] = err.get("msg") if isinstance(err, dict) else None
+    if mem_free is not None:
+        out["heap_free"] = mem_free()
+    return out
+
+
+def _read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def main():
+    import gc
+    from firmware.store import Store
+
+    class _Quiet:
+        def warn(self, tag, msg, *args):
+            print("warning: " + (msg % args if args else msg))
+
+    gc.collect()
+    s = summary(Store(_Quiet()), _read_text, gc.mem_free)
+    print(json.dumps(s))
