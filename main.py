@@ -30,11 +30,13 @@ def _read(path, mode="r"):
 
 
 def load_config():
-    from firmware import config
+    from firmware import config, unload
     text = _read(_CONFIG_FILE)
     if text is None:
         return None, ["%s not found on flash" % _CONFIG_FILE]
     cfg, errors = config.parse(text)
+    del config
+    unload("config", "cups")  # boot-only: about 12 KB back to the heap
     if not errors and cfg["tb_tls"] and _read(cfg["tb_ca"], "rb") is None:
         errors = ["tb_ca: file %s not found on flash" % cfg["tb_ca"]]
     return cfg, errors

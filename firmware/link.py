@@ -30,6 +30,23 @@ class LinkError(Exception):
     """The connection failed or went silent: retry later, with backoff."""
 
 
+# Socket errors as a technician should read them (Linux and lwIP share these numbers; DNS
+# failures are negative: -2 from getaddrinfo on Linux, -202 from lwIP on ESP32).
+_ERRNO = {104: "connection reset", 110: "timed out", 111: "connection refused",
+          113: "host unreachable", 118: "host unreachable", -2: "name not resolved",
+          -202: "name not resolved", -1: "connection closed by the server"}
+
+
+def describe(e):
+    if isinstance(e, OSError) and e.args and isinstance(e.args[0], int):
+        return _ERRNO.get(e.args[0], "socket error %d" % e.args[0])
+    if isinstance(e, ValueError):  # mbedTLS certificate verification
+        return "TLS: " + " ".join(str(e).split())
+    if isinstance(e, (IndexError, AssertionError)):
+        return "garbled reply (not an MQTT broker?)"
+    return "%s %s" % (type(e).__name__, e)
+
+
 class _SocketFactory:
     # Installed as umqtt.simple's `socket` module: the only way to reach the socket umqtt
     # creates inside connect() before it blocks on DNS, TCP and the CONNACK.
@@ -149,7 +166,7 @@ class Link:
             return e.args[0] if e.args else -1
         except Exception as e:  # DNS, refused, timeout, TLS verification, garbled CONNACK
             self._discard(c)
-            raise LinkError("connect to %s:%d failed: %r" % (host, port, e))
+            raise LinkError("connect to %s:%d failed: %s" % (host, port, describe(e)))
         c.sock = _Guarded(c.sock, self._factory.raw, self.timeout_s, self.stats)
         self._c = c
         return 0
@@ -183,7 +200,7 @@ class Link:
 
     def _fail(self, what, e):
         self.close(graceful=False)
-        raise LinkError("%s: %r" % (what, e))
+        raise LinkError("%s: %s" % (what, describe(e)))
 
     def publish(self, topic, payload, qos=0):
         """Send; with qos=1 return only after the PUBACK (LinkError if none in time)."""

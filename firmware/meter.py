@@ -20,7 +20,7 @@
 
 from micropython import const
 
-from firmware import attributes, provision, telemetry
+from firmware import attributes, creds as credentials, telemetry, unload
 from firmware.backoff import Backoff
 from firmware.link import LinkError
 from firmware.log import mask
@@ -64,7 +64,6 @@ class Meter:
         self._led = led
         self._ext = extensions  # optional run-state services (RPC, shared attributes)
         self._on_healthy = on_healthy  # called once after an hour of running (crash counter)
-        self._provisioner = provision.Provisioner(link, log)
         self._marker = attributes.AttributeMarker(store)
         self._backoff = Backoff(cfg["retry_min_s"] * 1000, cfg["retry_max_s"] * 1000, rand)
         self._slow = Backoff(cfg["retry_slow_s"] * 1000, cfg["retry_slow_s"] * 4000, rand)
@@ -103,7 +102,7 @@ class Meter:
         self.persisted_index = self.pulses.index
         self._persist_ms = now
         creds = self._store.read(_CREDS_RECORD)
-        self.creds = creds if _valid_creds(creds) else None
+        self.creds = creds if credentials.valid(creds) else None
         if self._gesture is not None and self._gesture.boot(
                 now, hal.boot_button_held(self.cfg["boot_button_pin"])):
             self._log.warn("boot", "re-provisioning requested (power-cycle gesture or button)")
@@ -111,7 +110,7 @@ class Meter:
             self._marker.clear()
             self._show("gesture")
         self._log.info("boot", "device %s, %s, pulse index %d, %s", self.device_name,
-                       "credentials stored (%s)" % provision.credential_id(self.creds)
+                       "credentials stored (%s)" % credentials.describe(self.creds)
                        if self.creds else "no credentials", self.pulses.index,
                        "TLS to %s:%d" % (self.cfg["tb_host"], self.cfg["tb_port"]) if self._tls
                        else "PLAIN MQTT to %s:%d" % (self.cfg["tb_host"], self.cfg["tb_port"]))
@@ -242,13 +241,17 @@ class Meter:
         return cfg["tb_host"], cfg["tb_port"], self._tls
 
     def _step_provision(self, now):
+        # Loaded only while needed: most boots never provision (the module is unloaded again
+        # when the meter reaches the run state).
+        from firmware import provision
         cfg = self.cfg
         host, port, tls = self._provision_target()
         self._log.info("provision", "requesting credentials for %s from %s:%d (key %s)",
                        self.device_name, host, port, mask(cfg["provision_key"]))
         req = provision.build_request(cfg["provision_key"], cfg["provision_secret"],
                                       self.device_name, cfg["access_token"])
-        outcome, creds, detail = self._provisioner.run(host, port, tls, req, cfg["keepalive_s"])
+        outcome, creds, detail = provision.Provisioner(self._link, self._log).run(
+            host, port, tls, req, cfg["keepalive_s"])
         self.last_outcome = outcome
         gesture = self._reprovision and self.creds is not None and not self._rejected
         if outcome == provision.SUCCESS:
@@ -260,7 +263,7 @@ class Meter:
             self._rejected = False
             self._reprovision = False
             self._log.info("provision", "SUCCESS: %s credentials stored",
-                           provision.credential_id(creds))
+                           credentials.describe(creds))
             self._backoff.reset()
             self._slow.reset()
             self._goto(CONNECT)
@@ -302,9 +305,9 @@ class Meter:
         if creds is None:
             self._goto(PROVISION)
             return
-        cid, user, pw = provision.connect_params(creds, self.device_name)
+        cid, user, pw = credentials.connect_params(creds, self.device_name)
         self._log.info("connect", "to %s:%d as %s (%s %s)", cfg["tb_host"], cfg["tb_port"], cid,
-                       provision.credential_id(creds), mask(user if creds["type"] ==
+                       credentials.describe(creds), mask(user if creds["type"] ==
                                                             "ACCESS_TOKEN" else pw))
         self._link.on_message = self._on_message
         try:
@@ -373,7 +376,10 @@ class Meter:
 
     def _enter_run(self):
         self._publish_ms = None
+        unload("provision")
         self._goto(RUN)
+        self._log.info("run", "reporting every %d s; heap free %d", self.cfg["publish_interval_s"],
+                       self._hal.mem_free())
 
     def _lost(self, why):
         self._link.close(graceful=False)
@@ -480,16 +486,6 @@ class Meter:
             self._persist_if_due(self._hal.ticks_ms(), True)
         finally:
             self._link.close()
-
-
-def _valid_creds(c):
-    if not isinstance(c, dict):
-        return False
-    if c.get("type") == "ACCESS_TOKEN":
-        return isinstance(c.get("token"), str) and len(c["token"]) > 0
-    if c.get("type") == "MQTT_BASIC":
-        return all(isinstance(c.get(k), str) for k in ("clientId", "userName", "password"))
-    return False
 
 
 def _rssi_text(rssi):

@@ -74,24 +74,6 @@ def parse_reply(payload):
     return BAD_REPLY, None, "provision reply has unusable credentials (type %s)" % _short(ctype)
 
 
-def connect_params(creds, device_name):
-    """(client id, username, password) for a normal session with these credentials."""
-    if creds["type"] == "MQTT_BASIC":
-        return creds["clientId"] or device_name, creds["userName"], creds["password"]
-    # ThingsBoard ignores the client id of token sessions (sessions are keyed by device), but
-    # it must never be "provision" (that makes a provision-only session).
-    return device_name, creds["token"], ""
-
-
-def credential_id(creds):
-    # A short stable name for a credential, for logs and the attributes marker: never the secret.
-    if creds is None:
-        return ""
-    if creds["type"] == "MQTT_BASIC":
-        return "basic:" + creds["clientId"] + ":" + creds["userName"]
-    return "token"
-
-
 class Provisioner:
     def __init__(self, link, log):
         self._link = link

@@ -282,21 +282,21 @@ class PulseTrain(threading.Thread):
         self.speedup = speedup
         self.max_pulses = max_pulses
         self.played = 0
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self):
         start = time.monotonic()
         due = start
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             t = (due - start) * self.speedup
             p = max(self.load_w(t), 0.0)
             if p <= 0:
                 due += 1.0
-                self._stop.wait(max(0.0, due - time.monotonic()))
+                self._halt.wait(max(0.0, due - time.monotonic()))
                 continue
             due += 3.6e6 / (self.per_kwh * p) / self.speedup
             delay = due - time.monotonic()
-            if delay > 0 and self._stop.wait(delay):
+            if delay > 0 and self._halt.wait(delay):
                 break
             self.meter.pulse(1)
             self.played += 1
@@ -304,5 +304,5 @@ class PulseTrain(threading.Thread):
                 break
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         self.join(5)

@@ -2,7 +2,7 @@
 
 import time
 
-from conftest import KEY, SECRET, SUPPLIER, base_config, cups_for, device_name
+from e2e_support import KEY, SECRET, SUPPLIER, base_config, cups_for, device_name
 from tools.tbsim import Profile
 
 NAME = device_name()
