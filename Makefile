@@ -30,5 +30,10 @@ lib: lib/umqtt/simple.py
 test: venv lib
 	$(PY) -m pytest -q tests
 
+# The firmware on the MicroPython Unix port against tools/tbsim, metering a simulated household.
+# METERS=N  LOAD_W=W (constant load)  DURATION=S  REPORT=file.json  SPEEDUP=X (daily profile)
+sim: venv lib
+	$(PY) -m tools.sim
+
 clean:
 	rm -rf $(VENV) lib build run .pytest_cache

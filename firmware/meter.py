@@ -421,7 +421,12 @@ class Meter:
         ts = self._hal.epoch_ms() if self._time_synced else 0
         if not ts and self.state != RUN:
             return  # no timestamp and nobody to send it to: the index keeps the energy anyway
-        self.queue.push(ts, self.pulses.index, telemetry.power_dw(self.pulses.power_w))
+        # A reading carries the index as it is on flash, never a newer one: after a power cut
+        # the meter restarts from the flash copy, and the server must never see the index go
+        # backwards. Writing it now when the write budget allows keeps the lag at most
+        # persist_interval_s; power is always live.
+        self._persist_if_due(now, False)
+        self.queue.push(ts, self.persisted_index, telemetry.power_dw(self.pulses.power_w))
 
     def _persist_if_due(self, now, force):
         # Bounded flash wear: at most once per persist_interval_s, and only when changed.
@@ -455,10 +460,6 @@ class Meter:
         if self._publish_ms is not None and self._hal.ticks_diff(now, self._publish_ms) < _PUBLISH_GAP_MS:
             return
         batch = q.peek(_BATCH_MAX)
-        # An index must be on flash before it leaves the meter: after a power cut the meter
-        # restarts from the flash copy, and the server must never see the index go backwards.
-        if batch[-1][1] > self.persisted_index and not self._persist_if_due(now, False):
-            return
         self._link.publish(telemetry.TOPIC, telemetry.batch(batch, self.cfg["pulses_per_kwh"]), 1)
         q.drop(len(batch))
         self.published += 1
