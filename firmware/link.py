@@ -71,7 +71,8 @@ class _Ussl:
         self.ctx = None
 
     def wrap_socket(self, sock, server_hostname=None, **_ignored):
-        return self.ctx.wrap_socket(sock, server_hostname=server_hostname)
+        # ctx is set by Link before umqtt calls this; pyright only sees the None in __init__.
+        return self.ctx.wrap_socket(sock, server_hostname=server_hostname)  # pyright: ignore[reportAttributeAccessIssue]
 
 
 class _Guarded:
@@ -145,7 +146,7 @@ class Link:
         if self._ussl is None:
             self._ussl = _Ussl()
         self._ussl.ctx = tls
-        sys.modules["ussl"] = self._ussl
+        sys.modules["ussl"] = self._ussl  # pyright: ignore[reportArgumentType]  (a stand-in module)
         return c
 
     @property

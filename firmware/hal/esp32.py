@@ -59,7 +59,8 @@ class Hal:
         return gc.mem_free()
 
     def epoch_ms(self):
-        return (time.time() + _EPOCH_OFFSET_S) * 1000 + time.ticks_ms() % 1000
+        # The stubs make ticks opaque (they wrap); only the sub-second remainder is used here.
+        return (time.time() + _EPOCH_OFFSET_S) * 1000 + time.ticks_ms() % 1000  # pyright: ignore[reportOperatorIssue]
 
     def sync_time(self, host):
         import ntptime
@@ -105,7 +106,8 @@ class Hal:
 
     def pulse_input(self, pin, pull_up, edge, handler, use_hw):
         P = machine.Pin
-        p = P(pin, P.IN, P.PULL_UP if pull_up else None)
+        # pull=None (no pull resistor) is documented for machine.Pin; the stubs say int only.
+        p = P(pin, P.IN, P.PULL_UP if pull_up else None)  # pyright: ignore[reportArgumentType]
         p.irq(trigger=P.IRQ_FALLING if edge == "falling" else P.IRQ_RISING, handler=handler)
         self._pins.append(p)
         if use_hw and hasattr(machine, "Counter"):

@@ -1,0 +1,320 @@
+"""Make the config.json of one meter, or of a batch of meters, checked before anything is written.
+
+    python tools/meterconfig.py one --out devices --name meter-0001 --cups ES... \\
+        --supplier-key ... --wifi-ssid ... --wifi-password ... \\
+        --provision-key ... --provision-secret ... --pulse-pin 4 [--generate-token]
+    python tools/meterconfig.py batch meters.csv --out devices [--defaults site.json] [--generate-token]
+    python tools/meterconfig.py check devices/meter-0001.json [...]
+
+Every field is validated by firmware/config.py, the code the meter itself runs at boot: a
+file this tool writes is one the meter accepts. A batch with any bad row writes nothing; every
+bad row is reported with its line number. Files are written with mode 0600 (they hold the
+Wi-Fi password, the provisioning secret and the supplier key) into a 0700 directory, and
+secrets are only ever printed masked (firmware.log.mask).
+
+CSV columns: device_name, cups, supplier_key, wifi_ssid, wifi_password, provision_key,
+provision_secret; any other config.json field may be a column too (pulse_pin, access_token,
+tb_host, ...). Empty cells take the value from --defaults, then the firmware default.
+--defaults is a JSON object of fields shared by the batch (e.g. tb_host, pulse_pin).
+
+--generate-token gives each meter its own device access token from a cryptographic RNG
+(secrets module). The meter offers it when it provisions and falls back to it after a
+FAILURE, so a meter that lost its flash recovers by itself. An existing file's token is kept
+when the file is rewritten (--force), because the platform already knows it.
+"""
+
+import argparse
+import csv
+import json
+import os
+import re
+import secrets
+import string
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from firmware import config  # noqa: E402  the meter's own validator: one set of rules
+from firmware.log import mask  # noqa: E402
+
+TOKEN_ALPHABET = string.ascii_letters + string.digits
+TOKEN_LENGTH = 20  # 119 bits; ThingsBoard's own generated tokens are 20 characters too
+CSV_REQUIRED = ("device_name", "cups", "supplier_key", "wifi_ssid", "wifi_password",
+                "provision_key", "provision_secret")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_TRUE = ("true", "yes", "1", "on")
+_FALSE = ("false", "no", "0", "off")
+
+
+class ConfigToolError(Exception):
+    pass
+
+
+def generate_token():
+    return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(TOKEN_LENGTH))
+
+
+def coerce(name, text):
+    """A CSV cell or command-line value as the JSON type config.json holds for this field.
+
+    Only the type is decided here; whether the value is acceptable is config.validate's job,
+    so a cell that is not a number stays a string and gets the firmware's own message."""
+    spec = config.FIELDS.get(name)
+    if spec is None:
+        return text  # unknown field: config.validate names it
+    kind = spec[0]
+    if kind in (config._INT, config._OPTINT):  # noqa: SLF001  kinds are part of FIELDS
+        try:
+            return int(text.strip())
+        except ValueError:
+            return text
+    if kind == config._BOOL:  # noqa: SLF001
+        low = text.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+        return text
+    return text
+
+
+def build(raw, existing=None, generate=False, new_token=False):
+    """Validate one meter's fields. Returns (dict to write, config with defaults, errors,
+    token note). The dict holds only the fields given (firmware defaults apply to the rest)."""
+    raw = dict(raw)
+    note = ""
+    if generate and raw.get("access_token") is None:
+        old = (existing or {}).get("access_token")
+        if old and not new_token:
+            raw["access_token"] = old
+            note = "kept"
+        else:
+            raw["access_token"] = generate_token()
+            note = "generated"
+    elif raw.get("access_token") is not None:
+        note = "given"
+    cfg, errors = config.validate(raw)
+    name = raw.get("device_name")
+    if not errors:
+        if not isinstance(name, str) or not name:
+            errors.append("device_name: required by this tool (it names the file)")
+        elif not _FILE_NAME.match(name):
+            errors.append("device_name: use letters, digits, '.', '_' and '-' only "
+                          "(it names the file)")
+    if not errors:
+        raw["cups"] = cfg["cups"]  # the compact form config.validate made
+    return raw, cfg, errors, note
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _existing(path):
+    try:
+        return _read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+def write_private(path, obj):
+    """Write JSON with mode 0600, atomically (a reader never sees half a file)."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, mode=0o700, exist_ok=True)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask or an older file said
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    os.replace(tmp, path)
+
+
+def summary(cfg, note=""):
+    """One line for the technician: identity and masked secrets, never a secret in full."""
+    parts = [cfg["device_name"] or "(name from MAC)", cfg["cups"],
+             "wifi %s/%s" % (cfg["wifi_ssid"], mask(cfg["wifi_password"]) if cfg["wifi_password"]
+                             else "open"),
+             "key %s" % mask(cfg["provision_key"]), "secret %s" % mask(cfg["provision_secret"]),
+             "supplier %s" % mask(cfg["supplier_key"])]
+    if cfg["access_token"]:
+        parts.append("token %s%s" % (mask(cfg["access_token"]), " (%s)" % note if note else ""))
+    return ", ".join(parts)
+
+
+# --- batch ----------------------------------------------------------------------------------
+
+def read_batch(csv_path, defaults=None, generate=False, out_dir=None, new_token=False):
+    """Check every row. Returns (list of (file path, dict, cfg, note), list of error lines)."""
+    errors = []
+    rows = []
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in CSV_REQUIRED if c not in header]
+        if missing:
+            return [], ["%s:1: missing column(s): %s" % (csv_path, ", ".join(missing))]
+        seen = {}
+        for row in reader:
+            line = reader.line_num
+            if None in row:
+                errors.append("%s:%d: more cells than columns" % (csv_path, line))
+                continue
+            raw = dict(defaults or {})
+            for k, v in row.items():
+                k = (k or "").strip()
+                v = (v or "").strip()
+                if v != "":
+                    raw[k] = coerce(k, v)
+            if not any((v or "").strip() for v in row.values()):
+                continue  # blank line
+            path = os.path.join(out_dir or ".", "%s.json" % raw.get("device_name", ""))
+            data, cfg, errs, note = build(raw, _existing(path), generate, new_token)
+            for e in errs:
+                errors.append("%s:%d: %s" % (csv_path, line, e))
+            if errs:
+                continue
+            for field in ("device_name", "cups", "access_token"):
+                value = cfg[field]
+                if value is None:
+                    continue
+                if (field, value) in seen:
+                    errors.append("%s:%d: %s: same as line %d%s" % (
+                        csv_path, line, field, seen[(field, value)],
+                        "" if field != "access_token" else " (tokens must be unique)"))
+                else:
+                    seen[(field, value)] = line
+            rows.append((path, data, cfg, note))
+    if not rows and not errors:
+        errors.append("%s: no meters in the file" % csv_path)
+    return rows, errors
+
+
+def cmd_batch(a):
+    defaults = _read_json(a.defaults) if a.defaults else {}
+    if not isinstance(defaults, dict):
+        raise ConfigToolError("%s: must hold a JSON object" % a.defaults)
+    rows, errors = read_batch(a.csv, defaults, a.generate_token, a.out, a.new_token)
+    if not errors and not a.force:
+        for path, _data, _cfg, _note in rows:
+            if os.path.exists(path):
+                errors.append("%s: exists (use --force to rewrite; its token is kept)" % path)
+    if errors:
+        for e in errors:
+            print(e, file=sys.stderr)
+        print("meterconfig: %d problem(s); nothing written" % len(errors), file=sys.stderr)
+        return 1
+    for path, data, cfg, note in rows:
+        write_private(path, data)
+        print("%s: %s" % (path, summary(cfg, note)))
+    print("meterconfig: %d config file(s) written to %s" % (len(rows), a.out))
+    return 0
+
+
+# --- one meter ----------------------------------------------------------------------------------
+
+_ONE_FLAGS = ("device_name", "cups", "supplier_key", "wifi_ssid", "wifi_password",
+              "provision_key", "provision_secret", "pulse_pin", "tb_host", "tb_port",
+              "access_token")
+
+
+def cmd_one(a):
+    raw = _read_json(a.defaults) if a.defaults else {}
+    for field in _ONE_FLAGS:
+        v = getattr(a, field)
+        if v is not None:
+            raw[field] = coerce(field, v)
+    for item in a.set or ():
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise ConfigToolError("--set %s: expected FIELD=VALUE" % item)
+        raw[k.strip()] = coerce(k.strip(), v)
+    path = a.file or os.path.join(a.out, "%s.json" % raw.get("device_name", ""))
+    existing = _existing(path)
+    if existing is not None and not a.force:
+        raise ConfigToolError("%s: exists (use --force to rewrite; its token is kept)" % path)
+    data, cfg, errors, note = build(raw, existing, a.generate_token, a.new_token)
+    if errors:
+        for e in errors:
+            print(e, file=sys.stderr)
+        print("meterconfig: %d problem(s); nothing written" % len(errors), file=sys.stderr)
+        return 1
+    write_private(path, data)
+    print("%s: %s" % (path, summary(cfg, note)))
+    return 0
+
+
+def check_file(path):
+    """Validate a config file as the meter will. Returns (cfg, errors)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        return None, ["%s: %s" % (path, e.strerror)]
+    return config.parse(text)
+
+
+def cmd_check(a):
+    bad = 0
+    for path in a.files:
+        cfg, errors = check_file(path)
+        if errors:
+            bad += 1
+            for e in errors:
+                print("%s: %s" % (path, e), file=sys.stderr)
+            continue
+        mode = os.stat(path).st_mode & 0o777
+        warn = "  (warning: mode %03o; secrets inside: chmod 600)" % mode if mode & 0o077 else ""
+        print("%s: ok: %s%s" % (path, summary(cfg), warn))
+    return 1 if bad else 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    one = sub.add_parser("one", help="config for one meter from flags")
+    one.add_argument("--out", default="devices", help="directory (file: <device_name>.json)")
+    one.add_argument("--file", help="write exactly this file instead")
+    one.add_argument("--defaults", help="JSON object of shared fields (site defaults)")
+    one.add_argument("--name", dest="device_name")
+    for field in _ONE_FLAGS[1:]:
+        one.add_argument("--" + field.replace("_", "-"), dest=field)
+    one.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                     help="any other config.json field (repeatable)")
+
+    batch = sub.add_parser("batch", help="configs for many meters from a CSV")
+    batch.add_argument("csv")
+    batch.add_argument("--out", default="devices")
+    batch.add_argument("--defaults", help="JSON object of fields shared by every row")
+
+    for p in (one, batch):
+        p.add_argument("--generate-token", action="store_true",
+                       help="give each meter its own random access token")
+        p.add_argument("--new-token", action="store_true",
+                       help="with --generate-token: replace a token already in the file")
+        p.add_argument("--force", action="store_true", help="rewrite existing files")
+
+    check = sub.add_parser("check", help="validate config files as the meter will")
+    check.add_argument("files", nargs="+")
+
+    a = ap.parse_args(argv)
+    try:
+        return {"one": cmd_one, "batch": cmd_batch, "check": cmd_check}[a.cmd](a)
+    except ConfigToolError as e:
+        print("meterconfig: %s" % e, file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as e:
+        print("meterconfig: %s" % e, file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
