@@ -17,8 +17,9 @@ deploy, in this order, and nothing on the board is changed until every check pas
    again copies only what changed.
 
 status runs firmware/report.py on the board (mpremote interrupts main.py with Ctrl-C; main.py
-lets KeyboardInterrupt through, so the board lands in the REPL) and prints its JSON summary
-for a technician. Secrets arrive masked by the board; nothing is written there.
+lets KeyboardInterrupt through, so the board lands in the REPL), prints its JSON summary for a
+technician, and resets the board so the meter runs again (--no-reset leaves it at the REPL).
+Secrets arrive masked by the board; nothing is written there.
 """
 
 import argparse
@@ -239,8 +240,9 @@ def deploy(port, config_path, ca=None, march="xtensawin", frozen=False, reset=Tr
 _REPORT = "from firmware import report\nreport.main()"
 
 
-def read_status(port):
-    p = mpremote(port, "exec", _REPORT, check=False)
+def read_status(port, reset=True):
+    # The report interrupts the meter (Ctrl-C); the reset after it starts the meter again.
+    p = mpremote(port, "exec", _REPORT, *(("+", "reset") if reset else ()), check=False)
     out = p.stdout + p.stderr
     if "ImportError" in out and "firmware" in out:
         raise DeployError("no meter firmware on the board at %s (run make deploy)" % port)
@@ -306,6 +308,8 @@ def main(argv=None):
     s = sub.add_parser("status")
     s.add_argument("--port", default="")
     s.add_argument("--json", action="store_true", help="print the board's JSON as it is")
+    s.add_argument("--no-reset", action="store_true",
+                   help="leave the board at the REPL afterwards (the meter stays stopped)")
     a = ap.parse_args(argv)
     try:
         if a.cmd == "deploy":
@@ -313,7 +317,7 @@ def main(argv=None):
         else:
             if not a.port:
                 raise DeployError("no PORT given (e.g. make status PORT=/dev/ttyUSB0)")
-            st = read_status(a.port)
+            st = read_status(a.port, not a.no_reset)
             print(json.dumps(st, indent=2, sort_keys=True) if a.json else format_status(st))
     except DeployError as e:
         print("%s: %s" % (a.cmd, e), file=sys.stderr)

@@ -90,6 +90,8 @@ def test_deploy_status_then_the_deployed_files_boot_and_report(tmp_path, board, 
     assert "meter-0042" in out and cups_for(42) in out and "800 per kWh" in out
     assert "provisioned       no" in out and "not sent yet" in out
     assert "su...42" in out and "heap free" in out
+    # ...and the board is reset afterwards, so the meter runs again.
+    assert wait_until(lambda: board.events().count("fakeboard: hard reset") == 4)
 
     # Boot what was deployed: the board's own main.py, firmware/*.mpy and lib/umqtt on the
     # Unix port, with the deployed config.json on its flash, against the ThingsBoard simulator.
