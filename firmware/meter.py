@@ -32,6 +32,7 @@ CONNECT = "connect"
 ATTRIBUTES = "attributes"
 RUN = "run"
 
+_LOOP_MS = const(50)
 _WIFI_JOIN_MS = const(30000)
 _WIFI_POLL_MS = const(250)
 _TIME_TRIES = const(3)
@@ -124,7 +125,9 @@ class Meter:
         self.start()
         while True:
             self.step()
-            self._hal.sleep_ms(20)
+            # Pulses are counted by the interrupt handler and the hardware counter while this
+            # sleeps; the loop only needs to be quick enough for the LED (50 ms blips).
+            self._hal.sleep_ms(_LOOP_MS)
 
     def step(self):
         hal = self._hal

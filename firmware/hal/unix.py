@@ -129,16 +129,33 @@ class Hal:
         self._wifi_on = False
         self._hw = None
         self._handler = None
+        self._wake = None  # UDP socket on loopback: the pulse thread's doorbell
+        self._wake_addr = None
+        self._wake_buf = bytearray(16)
+        self._poll = None
         self.sched_overflows = 0  # edges whose soft IRQ was dropped (queue full)
         self.wdt_fed_ms = None
 
     # --- time ------------------------------------------------------------------------------
     def sleep_ms(self, ms):
-        # The Unix port does not run scheduled callbacks inside time.sleep (the ESP32 does):
-        # sleep in 1 ms slices so pulse handlers run between them.
+        # The Unix port does not run scheduled callbacks inside time.sleep (the ESP32 does, in
+        # its event-poll hook). Sleep in poll() on the wake socket instead: the pulse thread
+        # pokes it after scheduling an edge, poll returns, and the handler runs at the next
+        # bytecode, as promptly as a soft IRQ on the board and with no busy waiting.
+        if self._poll is None:
+            time.sleep_ms(ms)
+            return
         end = time.ticks_add(time.ticks_ms(), ms)
-        while time.ticks_diff(end, time.ticks_ms()) > 0:
-            time.sleep_ms(1)
+        while True:
+            left = time.ticks_diff(end, time.ticks_ms())
+            if left <= 0:
+                return
+            if self._poll.poll(left):
+                try:
+                    while self._wake.readinto(self._wake_buf):
+                        pass
+                except OSError:
+                    pass  # EAGAIN: drained
 
     def epoch_ms(self):
         return time.time_ns() // 1000000
@@ -200,8 +217,25 @@ class Hal:
         path = os.getenv("METER_PULSES")
         if path:
             import _thread
+            self._open_doorbell()
             _thread.start_new_thread(self._feed, (path,))
         return self._hw
+
+    def _open_doorbell(self):
+        import random
+        import select
+        s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        for _ in range(50):  # no getsockname() on this port: pick a free port ourselves
+            addr = _socket.getaddrinfo("127.0.0.1", 20000 + random.getrandbits(15))[0][-1]
+            try:
+                s.bind(addr)
+                break
+            except OSError:
+                continue
+        s.setblocking(False)
+        self._wake, self._wake_addr = s, addr
+        self._poll = select.poll()
+        self._poll.register(s, select.POLLIN)
 
     def _feed(self, path):
         # Runs in its own thread, like the pulse hardware: keeps counting while the main thread
@@ -209,6 +243,8 @@ class Hal:
         edge = bytearray(1)  # one byte per read: MicroPython's readinto waits for a full buffer
         hw = self._hw
         handler = self._handler
+        bell = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        addr = self._wake_addr
         while True:
             with open(path, "rb") as f:  # blocks until the load driver opens the FIFO
                 while f.readinto(edge):
@@ -218,6 +254,10 @@ class Hal:
                         micropython.schedule(handler, None)
                     except RuntimeError:
                         self.sched_overflows += 1  # as on ESP32: the soft IRQ is lost
+                    try:
+                        bell.sendto(b".", addr)  # wake the main thread if it sleeps
+                    except OSError:
+                        pass
 
     def led_setter(self, pin, inverted):
         return None  # pattern changes are logged by StatusLed
