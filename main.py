@@ -67,7 +67,8 @@ def build(hal, log, cfg, rand, on_healthy):
     from firmware.link import Link
     from firmware.meter import Meter
     from firmware.pulses import PulseCounter
-    from firmware.readings import ReadingQueue
+    from firmware.backlog import Backlog
+    from firmware.remote import Remote
     from firmware.status import StatusLed
     from firmware.store import Store
 
@@ -83,8 +84,9 @@ def build(hal, log, cfg, rand, on_healthy):
                           hal.ticks_diff)
     led = StatusLed(hal.led_setter(cfg["status_led_pin"], cfg["status_led_inverted"]),
                     hal.ticks_diff, log)
-    return Meter(hal, cfg, store, link, pulses, ReadingQueue(32), log, rand, name, tls=tls,
-                 gesture=gesture, led=led, on_healthy=on_healthy)
+    return Meter(hal, cfg, store, link, pulses, Backlog(log, cfg["buffer_points"]), log, rand,
+                 name, tls=tls, gesture=gesture, led=led, extensions=Remote(log),
+                 on_healthy=on_healthy)
 
 
 def _crash_pause_ms(store):

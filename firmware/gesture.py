@@ -50,6 +50,11 @@ class BootGesture:
             self._count = 0
             self._store.write(_RECORD, {"n": 0, "req": self.requested})
 
+    def request(self):
+        """Ask for re-provisioning from software (RPC), as the gesture would."""
+        self.requested = True
+        self._store.write(_RECORD, {"n": self._count, "req": True})
+
     def done(self):
         """The request was served: forget it."""
         if self.requested:

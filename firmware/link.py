@@ -24,6 +24,37 @@ _SUBACK = const(0x90)
 _PUBACK = const(0x40)
 _UNSUBACK = const(0xB0)
 _PUBLISH = const(0x30)
+_MAX_PACKET = const(4096)  # the largest thing a meter reads: a provisioning reply, an RPC
+_EMSGSIZE = const(90)
+
+
+def der_certificates(bundle):
+    """Split concatenated DER certificates (each an ASN.1 SEQUENCE with a definite length)."""
+    mv = memoryview(bundle)
+    i = 0
+    out = []
+    while i + 2 <= len(bundle):
+        if bundle[i] != 0x30:
+            raise ValueError("CA file: not DER certificates (convert PEM with openssl x509 -outform DER)")
+        n = bundle[i + 1]
+        if n < 0x80:
+            hdr, size = 2, n
+        else:
+            k = n & 0x7F
+            if k < 1 or k > 3 or i + 2 + k > len(bundle):
+                raise ValueError("CA file: bad DER length")
+            size = 0
+            for j in range(k):
+                size = (size << 8) | bundle[i + 2 + j]
+            hdr = 2 + k
+        end = i + hdr + size
+        if end > len(bundle):
+            raise ValueError("CA file: truncated certificate")
+        out.append(bytes(mv[i:end]))
+        i = end
+    if not out:
+        raise ValueError("CA file: empty")
+    return out
 
 
 class LinkError(Exception):
@@ -32,7 +63,8 @@ class LinkError(Exception):
 
 # Socket errors as a technician should read them (Linux and lwIP share these numbers; DNS
 # failures are negative: -2 from getaddrinfo on Linux, -202 from lwIP on ESP32).
-_ERRNO = {104: "connection reset", 110: "timed out", 111: "connection refused",
+_ERRNO = {90: "oversized packet from the server refused", 104: "connection reset",
+          110: "timed out", 111: "connection refused",
           113: "host unreachable", 118: "host unreachable", -2: "name not resolved",
           -202: "name not resolved", -1: "connection closed by the server"}
 
@@ -91,6 +123,10 @@ class _Guarded:
             self._s.setblocking(False)
 
     def read(self, n):
+        if n > _MAX_PACKET:
+            # umqtt reads a packet body in one call: refusing here, before allocating, is what
+            # keeps a hostile or broken server from exhausting the heap.
+            raise OSError(_EMSGSIZE)
         data = self._s.read(n)
         if data:
             self._stats[1] += len(data)
@@ -127,11 +163,15 @@ class Link:
 
     # --- connection -------------------------------------------------------------------------
 
-    def tls_context(self, ca_der):
+    def tls_context(self, ca_bundle):
+        """An SSLContext trusting every DER certificate in ca_bundle (concatenated DER)."""
         ssl = self._ssl
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = ssl.CERT_REQUIRED  # verifies the chain and the host name
-        ctx.load_verify_locations(cadata=ca_der)
+        # mbedTLS parses one DER certificate per call and ignores what follows; repeated calls
+        # add to the trusted set.
+        for cert in der_certificates(ca_bundle):
+            ctx.load_verify_locations(cadata=cert)
         return ctx
 
     def _client(self, host, port, client_id, user, password, keepalive_s, tls):

@@ -24,6 +24,7 @@ from firmware import attributes, creds as credentials, telemetry, unload
 from firmware.backoff import Backoff
 from firmware.link import LinkError
 from firmware.log import mask
+from firmware.pacing import Pacer
 
 WIFI = "wifi"
 TIME = "time"
@@ -41,7 +42,6 @@ _BATCH_MAX = const(20)  # readings per telemetry message (~1.5 KB)
 _PUBLISH_GAP_MS = const(500)  # between telemetry messages when replaying a backlog
 _GESTURE_FALLBACK_TRIES = const(3)
 _HEALTHY_MS = const(3600000)
-_RPC_TOPIC = b"v1/devices/me/rpc/request/+"
 _LED_FOR = {WIFI: "wifi", RUN: "run"}  # every other state: "connecting"
 _PULSES_RECORD = "pulses"
 _ERROR_RECORD = "lasterr"
@@ -68,6 +68,7 @@ class Meter:
         self._marker = attributes.AttributeMarker(store)
         self._backoff = Backoff(cfg["retry_min_s"] * 1000, cfg["retry_max_s"] * 1000, rand)
         self._slow = Backoff(cfg["retry_slow_s"] * 1000, cfg["retry_slow_s"] * 4000, rand)
+        self._pacer = Pacer(hal.ticks_diff, hal.ticks_ms())
         self.state = None
         self.creds = None
         self._candidate = None  # the configured device token, tried once after FAILURE
@@ -102,6 +103,8 @@ class Meter:
             self.pulses.index = index
         self.persisted_index = self.pulses.index
         self._persist_ms = now
+        if hasattr(self.queue, "load"):
+            self.queue.load()  # readings a previous boot could not send
         creds = self._store.read(_CREDS_RECORD)
         self.creds = creds if credentials.valid(creds) else None
         if self._gesture is not None and self._gesture.boot(
@@ -398,7 +401,7 @@ class Meter:
         try:
             self._link.poll()
             if self._ext is not None:
-                self._ext.service(self._link, now)
+                self._ext.service(self, self._link, now)
             self._publish_due(now)
             self._health_due(now)
         except LinkError as e:
@@ -463,8 +466,12 @@ class Meter:
         if self._publish_ms is not None and self._hal.ticks_diff(now, self._publish_ms) < _PUBLISH_GAP_MS:
             return
         batch = q.peek(_BATCH_MAX)
+        if not batch:
+            return
+        if not self._pacer.allow(3 * len(batch), now):
+            return  # ThingsBoard would close the session for rate: wait for tokens
         self._link.publish(telemetry.TOPIC, telemetry.batch(batch, self.cfg["pulses_per_kwh"]), 1)
-        q.drop(len(batch))
+        q.drop(len(batch))  # only now, after the PUBACK
         self.published += 1
         self._publish_ms = now
 
@@ -474,12 +481,43 @@ class Meter:
             return
         if self._health_ms is not None and self._hal.ticks_diff(now, self._health_ms) < interval:
             return
+        if not self._pacer.allow(4, now):
+            return
         self._health_ms = now
         hal = self._hal
         uptime = hal.ticks_diff(now, self._boot_ms) // 1000
         self._link.publish(telemetry.TOPIC, telemetry.health(
             hal.epoch_ms() if self._time_synced else 0, uptime, hal.wifi_rssi(), hal.mem_free(),
             self.pulses.missed_edges), 0)
+
+    # --- asked by the platform (firmware/remote.py) ------------------------------------------------
+
+    def status(self):
+        """The meter's state for the status RPC: never a secret."""
+        now = self._hal.ticks_ms()
+        return {"state": self.state, "pulses": self.pulses.index,
+                "energy_kwh": self.pulses.energy_text(), "power_w": self.pulses.power_w,
+                "uptime_s": self._hal.ticks_diff(now, self._boot_ms) // 1000,
+                "heap_free": self._hal.mem_free(), "backlog": len(self.queue),
+                "credentials": credentials.describe(self.creds), "published": self.published,
+                "missed_edges": self.pulses.missed_edges, "rejected_edges": self.pulses.rejected,
+                "last_error": self._log.last_error}
+
+    def reboot(self, why):
+        self._log.warn("main", "%s: saving the index and resetting", why)
+        self.shutdown()
+        self._hal.reset()
+
+    def request_reprovision(self, why):
+        # As the power-cycle gesture: kept on flash until served, never destroys credentials.
+        self._log.warn("boot", "re-provisioning requested (%s)", why)
+        if self._gesture is not None:
+            self._gesture.request()
+        self._marker.clear()
+        self._reprovision = True
+        self._gesture_tries = 0
+        self._link.close()
+        self._goto(PROVISION)
 
     # --- planned stop ----------------------------------------------------------------------------
 

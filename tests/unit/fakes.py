@@ -370,6 +370,12 @@ class FakeUmqtt:
                 self._check_open()
                 self.sock.write(b"\x30")
                 mod.broker.on_publish(self, topic, msg, qos)
+                if qos == 1:
+                    # umqtt's QoS 1 publish loops on wait_msg() until the PUBACK: whatever the
+                    # server sent meanwhile is dispatched to the callback first.
+                    while self.pending:
+                        t, p = self.pending.pop(0)
+                        self.cb(t, p)
 
             def subscribe(self, topic, qos=0):
                 self._check_open()

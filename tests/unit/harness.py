@@ -11,7 +11,8 @@ from firmware.link import Link
 from firmware.log import Log
 from firmware.meter import Meter
 from firmware.pulses import PulseCounter
-from firmware.readings import ReadingQueue
+from firmware.backlog import Backlog
+from firmware.remote import Remote
 from firmware.status import StatusLed
 from firmware.store import Store
 
@@ -61,13 +62,15 @@ class Rig:
                                    cfg["pulse_min_interval_ms"], cfg["zero_power_timeout_s"])
         self.pulses.hw = hal.pulse_input(cfg["pulse_pin"], True, "falling", self.pulses.edge, False)
         self.link = Link(self.umqtt, hal.socket, hal.ssl, hal.ticks_ms, hal.ticks_diff, self.log)
-        tls = self.link.tls_context(b"ca-der") if cfg["tb_tls"] else None
+        tls = self.link.tls_context(b"\x30\x03der") if cfg["tb_tls"] else None
         gesture = BootGesture(self.store, cfg["reprovision_cycles"],
                               cfg["reprovision_window_s"] * 1000, hal.ticks_diff)
         led = StatusLed(hal.led_setter(None, False), hal.ticks_diff)
-        self.meter = Meter(hal, cfg, self.store, self.link, self.pulses, ReadingQueue(32),
+        self.backlog = Backlog(self.log, cfg["buffer_points"])
+        self.remote = Remote(self.log)
+        self.meter = Meter(hal, cfg, self.store, self.link, self.pulses, self.backlog,
                            self.log, self.rand, cfg["device_name"] or "meter-a1b2c3d4e5f6",
-                           tls=tls, gesture=gesture, led=led)
+                           tls=tls, gesture=gesture, led=led, extensions=self.remote)
         self.boots += 1
         self.meter.start()
         return self.meter

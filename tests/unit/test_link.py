@@ -25,7 +25,7 @@ def make(new_api=True, tls=False):
     hal.wifi_joined = True
     um = FakeUmqtt(broker, new_api=new_api)
     link = Link(um, hal.socket, hal.ssl, hal.ticks_ms, hal.ticks_diff, Log(), timeout_s=7)
-    ctx = link.tls_context(b"der") if tls else None
+    ctx = link.tls_context(b"\x30\x03der") if tls else None
     return link, um, hal, broker, ctx
 
 

@@ -466,7 +466,7 @@ def test_tls_with_both_umqtt_apis(new_api):
     rig = Rig(provisioned(), new_api=new_api, tb_tls=True, tb_plain_ok=False)
     assert rig.run(60_000, lambda: in_run(rig))
     ctx = rig.hal.ssl.contexts[0]
-    assert ctx.verify_mode == rig.hal.ssl.CERT_REQUIRED and ctx.cadata == b"ca-der"
+    assert ctx.verify_mode == rig.hal.ssl.CERT_REQUIRED and ctx.cadata == b"\x30\x03der"
     assert ctx.wrapped and set(ctx.wrapped) == {"tb.test"}  # host name checked
     assert rig.broker.connects[-1][2] == 0
 

@@ -1,0 +1,123 @@
+# What the platform may ask of a running meter: a few safe server-side RPC methods and one
+# shared attribute. Everything arriving here is treated as hostile until parsed and checked.
+#
+# RPC (v1/devices/me/rpc/request/<id>, reply on .../response/<id>, §4):
+#   status       -> state, pulse index, energy, power, uptime, heap, backlog; never a secret
+#   reboot       -> the index is saved, the reply sent, then the meter resets
+#   reprovision  -> as the technician's power-cycle gesture: provision again and resend the
+#                   attributes, keeping the working credentials if the platform says no
+#   anything else -> {"error": "unknown method"}
+# Shared attribute: publish_interval_s (5..86400 s), applied until the next reset; pushed on
+# v1/devices/me/attributes and fetched once per connection with an attribute request.
+#
+# Messages are queued by the MQTT callback (which may run inside a publish) and handled by
+# service() from the main loop. The queue is bounded; oversized packets never get this far
+# (firmware/link.py refuses them before allocating).
+
+import json
+
+from micropython import const
+
+_RPC_PREFIX = b"v1/devices/me/rpc/request/"
+_RPC_FILTER = b"v1/devices/me/rpc/request/+"
+_RPC_REPLY = "v1/devices/me/rpc/response/%s"
+_ATTR_TOPIC = b"v1/devices/me/attributes"
+_ATTR_REQUEST = b"v1/devices/me/attributes/request/1"
+_ATTR_RESPONSE = b"v1/devices/me/attributes/response/1"
+_INBOX = const(4)
+_INTERVAL_KEY = "publish_interval_s"
+
+
+def _parse(msg):
+    try:
+        return json.loads(msg)
+    except Exception:  # ValueError, UnicodeError, MemoryError on absurd nesting
+        return None
+
+
+class Remote:
+    def __init__(self, log):
+        self._log = log
+        self._inbox = []
+        self.dropped = 0
+        self.handled = 0
+
+    # --- hooks called by the Meter -------------------------------------------------------------
+
+    def on_connect(self, link):
+        """Subscribe and ask for the current shared attribute. False when refused."""
+        if not link.subscribe(_RPC_FILTER, 1) or not link.subscribe(_ATTR_TOPIC, 1):
+            self._log.warn("remote", "the server refused a subscription")
+            return False
+        link.publish(_ATTR_REQUEST, b'{"sharedKeys":"publish_interval_s"}', 0)
+        return True
+
+    def on_message(self, topic, msg):
+        # MQTT callback: may run in the middle of a publish. Queue only.
+        if len(self._inbox) >= _INBOX:
+            self.dropped += 1
+            return
+        self._inbox.append((bytes(topic), msg))
+
+    def service(self, meter, link, now):
+        if self.dropped:
+            self._log.warn("remote", "%d messages dropped: more than %d waiting", self.dropped, _INBOX)
+            self.dropped = 0
+        while self._inbox:
+            topic, msg = self._inbox.pop(0)
+            self.handled += 1
+            if topic.startswith(_RPC_PREFIX):
+                self._rpc(meter, link, topic[len(_RPC_PREFIX):], msg)
+            elif topic == _ATTR_TOPIC:
+                self._shared(meter, _parse(msg), "pushed")
+            elif topic == _ATTR_RESPONSE:
+                body = _parse(msg)
+                self._shared(meter, body.get("shared") if isinstance(body, dict) else body,
+                             "fetched")
+            else:
+                self._log.warn("remote", "message on unexpected topic ignored")
+
+    # --- RPC -------------------------------------------------------------------------------------
+
+    def _rpc(self, meter, link, rid, msg):
+        if not (0 < len(rid) <= 10 and rid.isdigit()):
+            self._log.warn("remote", "RPC with a malformed request id ignored")
+            return
+        req = _parse(msg)
+        method = req.get("method") if isinstance(req, dict) else None
+        if not isinstance(method, str):
+            self._log.warn("remote", "RPC %s: not a JSON object with a method; answered with an error",
+                           rid.decode())
+            self._reply(link, rid, {"error": "bad request"})
+            return
+        self._log.info("remote", "RPC %s: %s", rid.decode(), method[:32])
+        if method == "status":
+            self._reply(link, rid, meter.status())
+        elif method == "reboot":
+            self._reply(link, rid, {"result": "rebooting"})
+            meter.reboot("RPC reboot")
+        elif method == "reprovision":
+            self._reply(link, rid, {"result": "reprovisioning"})
+            meter.request_reprovision("RPC reprovision")
+        else:
+            self._reply(link, rid, {"error": "unknown method"})
+
+    def _reply(self, link, rid, body):
+        link.publish((_RPC_REPLY % rid.decode()).encode(), json.dumps(body).encode(), 1)
+
+    # --- shared attributes ---------------------------------------------------------------------------
+
+    def _shared(self, meter, attrs, how):
+        if not isinstance(attrs, dict):
+            self._log.warn("remote", "shared attributes %s: not a JSON object; ignored", how)
+            return
+        if _INTERVAL_KEY not in attrs:
+            return  # other shared attributes are not the meter's business
+        v = attrs[_INTERVAL_KEY]
+        if isinstance(v, bool) or not isinstance(v, int) or not 5 <= v <= 86400:
+            self._log.warn("remote", "shared attribute %s must be an integer 5..86400; ignored",
+                           _INTERVAL_KEY)
+            return
+        if v != meter.cfg[_INTERVAL_KEY]:
+            self._log.info("remote", "publish interval %d s (shared attribute, %s)", v, how)
+            meter.cfg[_INTERVAL_KEY] = v
