@@ -43,16 +43,18 @@ clean:
 # make deploy  PORT=/dev/ttyUSB0 CONFIG=devices/meter-0001.json [CA=ca.der] [MARCH=] [FROZEN=1]
 # make status  PORT=/dev/ttyUSB0        make console PORT=/dev/ttyUSB0
 # make build   .mpy files for the ESP32 in build/device-$(MARCH); checks package.json (mip)
-PORT         ?=
-CONFIG       ?=
-CA           ?=
-MARCH        ?= xtensawin
-FROZEN       ?=
-BAUD         ?= 460800
-RELEASE      ?= esp32/release.json
-FIRMWARE_BIN ?=
-ESPTOOL      ?= $(VENV)/bin/esptool
-DRY_RUN      ?=
+# Plain "=" on purpose: only the command line sets these, never a stray PORT or CONFIG in the
+# environment.
+PORT         =
+CONFIG       =
+CA           =
+MARCH        = xtensawin
+FROZEN       =
+BAUD         = 460800
+RELEASE      = esp32/release.json
+FIRMWARE_BIN =
+ESPTOOL      = $(VENV)/bin/esptool
+DRY_RUN      =
 
 .PHONY: flash deploy status console build package-json typings typecheck
 

@@ -140,6 +140,10 @@ def test_bad_config_is_refused_before_the_board_is_touched(tmp_path, board):
     assert r.returncode != 0 and "no CONFIG given" in r.stderr
     r = make("deploy", CONFIG=str(bad))
     assert r.returncode != 0 and "no PORT given" in r.stderr
+    # Only the command line picks the board, never a PORT left in the environment.
+    r = run(["make", "-s", "status"], env=dict(os.environ, PORT=board.port))
+    assert r.returncode != 0 and "no PORT given" in r.stderr
+    assert board.events() == []
 
 
 def test_tls_needs_a_der_ca_and_copies_it_as_tb_ca(tmp_path, board):
