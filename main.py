@@ -2,100 +2,73 @@
 # Builds every object (the logic modules do nothing at import time and receive what they
 # need), then runs the meter. It never dies: anything that escapes is logged, the pulse index
 # is saved, and the board resets after a pause that grows with repeated crashes, so a crash
-# loop can neither wear the flash nor hammer the server.
+# loop can neither wear the flash nor hammer the server. Kept short: main.py is compiled on
+# the board at every boot, the firmware package comes compiled (.mpy).
 
 import sys
 
 import micropython
+from micropython import const
 
-_CONFIG_FILE = "config.json"
-_CRASH_RECORD = "crash"
-_CONFIG_RETRY_MS = 30000
-
-
-def _make_hal():
-    if sys.platform == "esp32":
-        from firmware.hal.esp32 import Hal
-    else:
-        from firmware.hal.unix import Hal
-    return Hal()
+_NAMES_RESERVE = const(7424)  # one growth of the interned-name table (build())
 
 
-def _read(path, mode="r"):
-    try:
-        with open(path, mode) as f:
-            return f.read()
-    except OSError:
-        return None
+def build(hal, log, store, payload):
+    # Boot-only work first (reading and checking the config, the TLS context), then the
+    # meter's code is loaded into the room the boot-only code left: the two never need the
+    # heap at the same time.
+    #
+    # MicroPython interns names (identifiers, short strings, every one-character string made
+    # by iterating or indexing a str) in a table that grows by doubling, one block at a time.
+    # This firmware's names fill the table to just under a doubling, and the next block is
+    # about 7 KB on a 64-bit build (5 KB on ESP32): on a fragmented heap no such block exists,
+    # and whatever interns a name then fails with `memory allocation failed, allocating 640
+    # bytes` (640: the entries). So a block is set aside first, and given back just before the
+    # growth is forced, at a known point; afterwards the table has room for hundreds more.
+    reserve = bytearray(_NAMES_RESERVE)
+    import gc
+    from firmware import startup, unload
 
+    # The TLS context is made here, early: it is one block of about 3 KB.
+    cfg, tls, errors = startup.load_config(hal.ssl)
+    hal.wdt_start((cfg["wdt_timeout_s"] if not errors else 120) * 1000)
+    if errors:
+        del reserve
+        startup.config_error_loop(hal, log, errors, cfg)  # does not return
+    forget_crashes = startup.forget_crashes
+    del startup
+    unload("startup")
+    gc.collect()
 
-def load_config():
-    from firmware import config, unload
-    text = _read(_CONFIG_FILE)
-    if text is None:
-        return None, ["%s not found on flash" % _CONFIG_FILE]
-    cfg, errors = config.parse(text)
-    del config
-    unload("config", "cups")  # boot-only: about 12 KB back to the heap
-    if not errors and cfg["tb_tls"] and _read(cfg["tb_ca"], "rb") is None:
-        errors = ["tb_ca: file %s not found on flash" % cfg["tb_ca"]]
-    return cfg, errors
-
-
-def config_error_loop(hal, log, errors, led):
-    # Nothing is sent with a bad config. The errors are repeated on the console, the LED shows
-    # the pattern, and the file is re-read: a fixed config.json restarts the meter.
-    while True:
-        for line in errors:
-            log.error("config", "%s", line)
-        log.error("config", "meter halted: fix %s (README: config reference)", _CONFIG_FILE)
-        start = hal.ticks_ms()
-        while hal.ticks_diff(hal.ticks_ms(), start) < _CONFIG_RETRY_MS:
-            hal.wdt_feed()
-            led.update(hal.ticks_ms())
-            hal.sleep_ms(50)
-        _, again = load_config()
-        if not again:
-            log.info("config", "config.json is valid now; restarting")
-            hal.reset()
-
-
-def build(hal, log, cfg, rand, on_healthy):
+    import random
     from binascii import hexlify
     from umqtt import simple
+    from firmware.backlog import Backlog
     from firmware.gesture import BootGesture
     from firmware.link import Link
     from firmware.meter import Meter
     from firmware.pulses import PulseCounter
-    from firmware.backlog import Backlog
     from firmware.remote import Remote
     from firmware.status import StatusLed
-    from firmware.store import Store
+    del reserve
+    gc.collect()
+    for _ch in bytes(range(32, 127)).decode():  # all of printable ASCII: the table grows now
+        pass
 
-    store = Store(log)
     pulses = PulseCounter(hal.ticks_us, hal.ticks_diff, cfg["pulses_per_kwh"],
                           cfg["pulse_min_interval_ms"], cfg["zero_power_timeout_s"])
     pulses.hw = hal.pulse_input(cfg["pulse_pin"], cfg["pulse_pull_up"], cfg["pulse_edge"],
                                 pulses.edge, cfg["pulse_hw_counter"] == "auto")
-    link = Link(simple, hal.socket, hal.ssl, hal.ticks_ms, hal.ticks_diff, log)
-    tls = link.tls_context(_read(cfg["tb_ca"], "rb")) if cfg["tb_tls"] else None
+    link = Link(simple, hal.socket, hal.ticks_ms, hal.ticks_diff, log)
     name = cfg["device_name"] or "meter-" + hexlify(hal.unique_id()).decode()
     gesture = BootGesture(store, cfg["reprovision_cycles"], cfg["reprovision_window_s"] * 1000,
                           hal.ticks_diff)
     led = StatusLed(hal.led_setter(cfg["status_led_pin"], cfg["status_led_inverted"]),
                     hal.ticks_diff, log)
-    return Meter(hal, cfg, store, link, pulses, Backlog(log, cfg["buffer_points"]), log, rand,
-                 name, tls=tls, gesture=gesture, led=led, extensions=Remote(log),
-                 on_healthy=on_healthy)
-
-
-def _crash_pause_ms(store):
-    # 10 s after the first crash, doubling up to 10 min while crashes keep coming within the
-    # first hour after boot; Meter forgets the record after an hour of running.
-    rec = store.read(_CRASH_RECORD) or {}
-    n = rec.get("n", 0) if isinstance(rec.get("n"), int) else 0
-    store.write(_CRASH_RECORD, {"n": n + 1})
-    return min(10000 << min(n, 6), 600000)
+    return Meter(hal, cfg, store, link, pulses, Backlog(log, cfg["buffer_points"]), log,
+                 random.random, name, tls=tls, gesture=gesture, led=led,
+                 extensions=Remote(log), on_healthy=lambda: forget_crashes(store),
+                 payload=payload)
 
 
 def main():
@@ -103,26 +76,25 @@ def main():
         micropython.alloc_emergency_exception_buf(100)  # tracebacks from interrupt handlers
     except AttributeError:
         pass  # not on the Unix port
-    import random
+    import gc
     from firmware.log import Log
-    from firmware.status import StatusLed
     from firmware.store import Store
+    from firmware.telemetry import Payload
 
-    hal = _make_hal()
+    if sys.platform == "esp32":
+        from firmware.hal.esp32 import Hal
+    else:
+        from firmware.hal.unix import Hal
+    hal = Hal()
     hal.mount()
+    # The largest long-lived buffer first, while the heap is still in one piece.
+    payload = Payload()
     log = Log(hal.ticks_ms)
-    meter = None
     store = Store(log)
+    meter = None
     try:
         log.info("main", "meter firmware starting on %s", hal.name)
-        cfg, errors = load_config()
-        hal.wdt_start((cfg["wdt_timeout_s"] if not errors else 120) * 1000)
-        if errors:
-            led = StatusLed(hal.led_setter(None, False), hal.ticks_diff, log)
-            led.show("config-error", hal.ticks_ms())
-            config_error_loop(hal, log, errors, led)
-        meter = build(hal, log, cfg, random.random, lambda: store.remove(_CRASH_RECORD))
-        import gc
+        meter = build(hal, log, store, payload)
         gc.collect()
         # Collect early, before the heap fragments (docs/reference/constrained.rst).
         gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())
@@ -132,11 +104,11 @@ def main():
     except Exception as e:
         log.error("main", "unexpected %s: %s", type(e).__name__, e)
         sys.print_exception(e)
+        _save(meter, log)  # a power cut during the pause must not lose the index
         pause = 10000
         try:
-            if meter is not None:
-                meter.shutdown()  # planned reset: keep the pulse index
-            pause = _crash_pause_ms(store)
+            from firmware.startup import crash_pause_ms
+            pause = crash_pause_ms(store)
         except Exception as e2:
             log.error("main", "while saving state: %r", e2)
         log.error("main", "resetting in %d s", pause // 1000)
@@ -144,7 +116,18 @@ def main():
         while hal.ticks_diff(hal.ticks_ms(), start) < pause:
             hal.wdt_feed()
             hal.sleep_ms(100)
+        _save(meter, log)  # the pulses counted during the pause too
         hal.reset()
 
+
+def _save(meter, log):
+    # Planned reset: keep the pulse index (the hardware counter and the interrupt handler
+    # kept counting while the main loop was down).
+    if meter is None:
+        return
+    try:
+        meter.shutdown()
+    except Exception as e:
+        log.error("main", "while saving state: %r", e)
 
 main()

@@ -14,6 +14,9 @@
 # Bounded: past max_points on flash, the oldest chunk is thinned (every other reading dropped,
 # its last one kept), then the next oldest. Never the newest readings, and never energy: every
 # reading carries the cumulative index, so fewer old points only means coarser old power.
+# Thinning leaves the oldest chunks with a few readings each; past files_max chunk files,
+# neighbours that fit in one chunk are merged, so a months-long outage cannot grow the number
+# of files (and the list of them in RAM) without bound.
 
 import os
 import struct
@@ -27,13 +30,15 @@ _DIR = "state/buf"
 _REC = const(20)  # struct "<qqi"
 _CHUNK_MAX = const(120)  # readings per chunk file: 2.4 KB, one LittleFS block
 _SPILL = const(20)  # readings moved to flash at a time
+_FILES_MAX = const(48)  # chunk files before neighbours are merged
 
 
 class Backlog:
-    def __init__(self, log, max_points, ram_capacity=32):
+    def __init__(self, log, max_points, ram_capacity=32, files_max=_FILES_MAX):
         self._log = log
         self._ram = ReadingQueue(ram_capacity)
         self.max_points = max_points
+        self.files_max = files_max
         self._files = []  # [seq, count], oldest first
         self._offset = 0  # readings of the oldest chunk already acknowledged (RAM only)
         self._rec = bytearray(_REC)
@@ -190,6 +195,9 @@ class Backlog:
         while self.flash_points() > self.max_points:
             if not self._thin():
                 break
+        while len(files) > self.files_max:
+            if not self._merge():
+                break
 
     def _thin(self):
         # Halve the oldest chunk that still has 3 or more readings, keeping its last one.
@@ -211,5 +219,25 @@ class Backlog:
             self.thinned += count - self._offset
             self._offset = 0
             self._rm(self._path(seq))
+            return True
+        return False
+
+    def _merge(self):
+        # Merge the oldest two neighbouring chunks that fit in one: the later one's readings
+        # are appended to the earlier (atomically, as a spill), then its file is removed. A
+        # power cut between the two leaves both: those readings are sent twice (at least once;
+        # ThingsBoard keeps one value per key and timestamp).
+        files = self._files
+        for k in range(len(files) - 1):
+            (seq, count), (seq2, count2) = files[k], files[k + 1]
+            start = self._offset if k == 0 else 0
+            if count - start + count2 > _CHUNK_MAX:
+                continue
+            files[k][1] = self._write_chunk(seq, (seq, range(count - start)), start,
+                                            self._read(seq2, 0, count2))
+            if k == 0:
+                self._offset = 0
+            files.pop(k + 1)
+            self._rm(self._path(seq2))
             return True
         return False

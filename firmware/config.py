@@ -41,7 +41,7 @@ FIELDS = {
     "pulses_per_kwh": (_INT, 1000, False, (1, 100000)),
     "pulse_min_interval_ms": (_INT, 15, False, (0, 10000)),
     "pulse_hw_counter": (_CHOICE, "auto", False, ("auto", "off")),
-    "publish_interval_s": (_INT, 60, False, (5, 86400)),
+    "publish_interval_s": (_INT, 60, False, (2, 86400)),
     "health_interval_s": (_INT, 600, False, (0, 86400)),  # 0: never send health values
     "persist_interval_s": (_INT, 60, False, (10, 3600)),
     "zero_power_timeout_s": (_INT, 300, False, (10, 3600)),

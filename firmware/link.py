@@ -28,35 +28,6 @@ _MAX_PACKET = const(4096)  # the largest thing a meter reads: a provisioning rep
 _EMSGSIZE = const(90)
 
 
-def der_certificates(bundle):
-    """Split concatenated DER certificates (each an ASN.1 SEQUENCE with a definite length)."""
-    mv = memoryview(bundle)
-    i = 0
-    out = []
-    while i + 2 <= len(bundle):
-        if bundle[i] != 0x30:
-            raise ValueError("CA file: not DER certificates (convert PEM with openssl x509 -outform DER)")
-        n = bundle[i + 1]
-        if n < 0x80:
-            hdr, size = 2, n
-        else:
-            k = n & 0x7F
-            if k < 1 or k > 3 or i + 2 + k > len(bundle):
-                raise ValueError("CA file: bad DER length")
-            size = 0
-            for j in range(k):
-                size = (size << 8) | bundle[i + 2 + j]
-            hdr = 2 + k
-        end = i + hdr + size
-        if end > len(bundle):
-            raise ValueError("CA file: truncated certificate")
-        out.append(bytes(mv[i:end]))
-        i = end
-    if not out:
-        raise ValueError("CA file: empty")
-    return out
-
-
 class LinkError(Exception):
     """The connection failed or went silent: retry later, with backoff."""
 
@@ -146,11 +117,10 @@ class _Guarded:
 
 
 class Link:
-    def __init__(self, umqtt, sockmod, ssl_mod, ticks_ms, ticks_diff, log, timeout_s=15):
+    def __init__(self, umqtt, sockmod, ticks_ms, ticks_diff, log, timeout_s=15):
         self._umqtt = umqtt
         self._factory = _SocketFactory(sockmod, timeout_s)
         umqtt.socket = self._factory
-        self._ssl = ssl_mod
         self._ussl = None
         self._ticks_ms = ticks_ms
         self._ticks_diff = ticks_diff
@@ -162,17 +132,6 @@ class Link:
         self.suback = None  # return code of the last SUBACK seen by wait(), None if none
 
     # --- connection -------------------------------------------------------------------------
-
-    def tls_context(self, ca_bundle):
-        """An SSLContext trusting every DER certificate in ca_bundle (concatenated DER)."""
-        ssl = self._ssl
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = ssl.CERT_REQUIRED  # verifies the chain and the host name
-        # mbedTLS parses one DER certificate per call and ignores what follows; repeated calls
-        # add to the trusted set.
-        for cert in der_certificates(ca_bundle):
-            ctx.load_verify_locations(cadata=cert)
-        return ctx
 
     def _client(self, host, port, client_id, user, password, keepalive_s, tls):
         M = self._umqtt.MQTTClient

@@ -39,8 +39,8 @@ _WIFI_POLL_MS = const(250)
 _TIME_TRIES = const(3)
 _TIME_RESYNC_MS = const(3600000)
 _BATCH_MAX = const(20)  # readings per telemetry message (~1.5 KB)
+_BATCH_GROW_AFTER = const(20)  # acknowledged messages at a reduced batch size before doubling it
 _PUBLISH_GAP_MS = const(500)  # between telemetry messages when replaying a backlog
-_GESTURE_FALLBACK_TRIES = const(3)
 _HEALTHY_MS = const(3600000)
 _LED_FOR = {WIFI: "wifi", RUN: "run"}  # every other state: "connecting"
 _PULSES_RECORD = "pulses"
@@ -51,16 +51,16 @@ _CREDS_RECORD = "creds"
 
 class Meter:
     def __init__(self, hal, cfg, store, link, pulses, queue, log, rand, device_name, tls=None,
-                 gesture=None, led=None, extensions=None, on_healthy=None):
-        self._hal = hal
+                 gesture=None, led=None, extensions=None, on_healthy=None, payload=None):
+        self.hal = hal
         self.cfg = cfg
-        self._store = store
-        self._link = link
+        self.store = store
+        self.link = link
         self.pulses = pulses
         self.queue = queue
-        self._log = log
+        self.log = log
         self.device_name = device_name
-        self._tls = tls
+        self.tls = tls
         self._gesture = gesture
         self._led = led
         self._ext = extensions  # optional run-state services (RPC, shared attributes)
@@ -69,12 +69,18 @@ class Meter:
         self._backoff = Backoff(cfg["retry_min_s"] * 1000, cfg["retry_max_s"] * 1000, rand)
         self._slow = Backoff(cfg["retry_slow_s"] * 1000, cfg["retry_slow_s"] * 4000, rand)
         self._pacer = Pacer(hal.ticks_diff, hal.ticks_ms())
+        # One buffer for every telemetry message, allocated once; main.py allocates it first
+        # thing, before the heap fragments.
+        self._payload = payload or telemetry.Payload()
+        self._batch_max = _BATCH_MAX
+        self._batch_ok = 0  # acknowledged messages since the batch size was last cut
+        self._session_ok = False  # the server acknowledged something on this connection
         self.state = None
         self.creds = None
-        self._candidate = None  # the configured device token, tried once after FAILURE
-        self._rejected = False  # the stored credentials got CONNACK 5 this boot
-        self._reprovision = False  # gesture: provision once more this boot
-        self._gesture_tries = 0
+        self.candidate = None  # the configured device token, tried once after FAILURE
+        self.rejected = False  # the stored credentials got CONNACK 5 this boot
+        self.reprovision = False  # gesture: provision once more this boot
+        self.gesture_tries = 0
         self._next_ms = 0
         self._wifi_since = None
         self._time_fails = 0
@@ -94,10 +100,10 @@ class Meter:
     # --- boot ----------------------------------------------------------------------------------
 
     def start(self):
-        hal = self._hal
+        hal = self.hal
         now = hal.ticks_ms()
         self._boot_ms = now
-        rec = self._store.read(_PULSES_RECORD)
+        rec = self.store.read(_PULSES_RECORD)
         index = rec.get("index") if isinstance(rec, dict) else None
         if isinstance(index, int) and index >= 0:
             self.pulses.index = index
@@ -105,22 +111,22 @@ class Meter:
         self._persist_ms = now
         if hasattr(self.queue, "load"):
             self.queue.load()  # readings a previous boot could not send
-        creds = self._store.read(_CREDS_RECORD)
+        creds = self.store.read(_CREDS_RECORD)
         self.creds = creds if credentials.valid(creds) else None
         if self._gesture is not None and self._gesture.boot(
                 now, hal.boot_button_held(self.cfg["boot_button_pin"])):
-            self._log.warn("boot", "re-provisioning requested (power-cycle gesture or button)")
-            self._reprovision = True
+            self.log.warn("boot", "re-provisioning requested (power-cycle gesture or button)")
+            self.reprovision = True
             self._marker.clear()
             self._show("gesture")
-        self._log.info("boot", "device %s, %s, pulse index %d, %s", self.device_name,
+        self.log.info("boot", "device %s, %s, pulse index %d, %s", self.device_name,
                        "credentials stored (%s)" % credentials.describe(self.creds)
                        if self.creds else "no credentials", self.pulses.index,
-                       "TLS to %s:%d" % (self.cfg["tb_host"], self.cfg["tb_port"]) if self._tls
+                       "TLS to %s:%d" % (self.cfg["tb_host"], self.cfg["tb_port"]) if self.tls
                        else "PLAIN MQTT to %s:%d" % (self.cfg["tb_host"], self.cfg["tb_port"]))
-        if self._tls is None:
-            self._log.warn("boot", "TLS is off (tb_plain_ok): credentials travel in clear text")
-        self._goto(WIFI)
+        if self.tls is None:
+            self.log.warn("boot", "TLS is off (tb_plain_ok): credentials travel in clear text")
+        self.goto(WIFI)
 
     # --- main loop -----------------------------------------------------------------------------
 
@@ -130,10 +136,10 @@ class Meter:
             self.step()
             # Pulses are counted by the interrupt handler and the hardware counter while this
             # sleeps; the loop only needs to be quick enough for the LED (50 ms blips).
-            self._hal.sleep_ms(_LOOP_MS)
+            self.hal.sleep_ms(_LOOP_MS)
 
     def step(self):
-        hal = self._hal
+        hal = self.hal
         hal.wdt_feed()
         now = hal.ticks_ms()
         self.pulses.service(now)
@@ -150,30 +156,43 @@ class Meter:
             self._run(now)
 
     def _due(self, now, at):
-        return self._hal.ticks_diff(now, at) >= 0
+        return self.hal.ticks_diff(now, at) >= 0
 
-    def _goto(self, state, delay_ms=0):
+    def goto(self, state, delay_ms=0):
         # Timers start from the clock *now*: the step that decided this may have blocked for
         # seconds (DNS, TLS, a provisioning exchange).
         if state != self.state:
-            self._log.info("state", "%s -> %s%s", self.state or "boot", state,
+            self.log.info("state", "%s -> %s%s", self.state or "boot", state,
                            " in %d.%ds" % (delay_ms // 1000, delay_ms % 1000 // 100) if delay_ms else "")
             self.state = state
-        self._next_ms = self._hal.ticks_add(self._hal.ticks_ms(), delay_ms)
+        self._next_ms = self.hal.ticks_add(self.hal.ticks_ms(), delay_ms)
         self._show(_LED_FOR.get(state, "connecting"))
 
     def _show(self, name):
         if self._led is not None and name is not None:
-            if self._reprovision and name != "run":
+            if self.reprovision and name != "run":
                 name = "gesture"
-            self._led.show(name, self._hal.ticks_ms())
+            self._led.show(name, self.hal.ticks_ms())
 
-    def _retry(self, state, slow=False):
+    def retry(self, state, slow=False):
         delay = (self._slow if slow else self._backoff).next_ms()
-        self._goto(state, delay)
+        self.goto(state, delay)
         if slow:
             self._show("waiting")
         return delay
+
+    def backoff_reset(self):
+        # The platform answered: the next failure starts the backoff from the bottom again.
+        self._backoff.reset()
+        self._slow.reset()
+
+    def _acknowledged(self):
+        # A PUBACK. Only now does the session count as working: a server that accepts the
+        # CONNECT and then closes the session (rate limits, a takeover, a crash loop) keeps
+        # the meter's backoff growing instead of being reconnected to every retry_min_s.
+        if not self._session_ok:
+            self._session_ok = True
+            self.backoff_reset()
 
     def _advance(self, now):
         s = self.state
@@ -182,7 +201,10 @@ class Meter:
         elif s == TIME:
             self._step_time(now)
         elif s == PROVISION:
-            self._step_provision(now)
+            # Loaded only while needed: most boots never provision (unloaded again when the
+            # meter reaches the run state).
+            from firmware import provision
+            provision.step(self)
         elif s == CONNECT:
             self._step_connect(now)
         elif s == ATTRIBUTES:
@@ -192,32 +214,33 @@ class Meter:
 
     def _after_network(self):
         if self._needs_provisioning():
-            self._goto(PROVISION)
+            self.goto(PROVISION)
         else:
-            self._goto(CONNECT)
+            self.goto(CONNECT)
 
     def _needs_provisioning(self):
-        return self.creds is None or self._rejected or self._reprovision
+        return self.creds is None or self.rejected or self.reprovision
 
     def _step_wifi(self, now):
-        hal = self._hal
+        hal = self.hal
         if hal.wifi_connected():
             self._wifi_since = None
-            self._log.info("wifi", "connected%s", _rssi_text(hal.wifi_rssi()))
+            self.log.info("wifi", "connected%s", _rssi_text(hal.wifi_rssi()))
+            self._backoff.reset()  # Wi-Fi retries say nothing about the server
             if self._time_synced:
                 self._after_network()
             else:
-                self._goto(TIME)
+                self.goto(TIME)
             return
         if self._wifi_since is None:
-            self._log.info("wifi", "joining %s", self.cfg["wifi_ssid"])
+            self.log.info("wifi", "joining %s", self.cfg["wifi_ssid"])
             hal.wifi_connect(self.cfg["wifi_ssid"], self.cfg["wifi_password"])
             self._wifi_since = now
         elif hal.ticks_diff(now, self._wifi_since) > _WIFI_JOIN_MS:
             self._wifi_since = None
             hal.wifi_disconnect()
-            delay = self._retry(WIFI)
-            self._log.warn("wifi", "could not join %s (%s); retrying in %d s",
+            delay = self.retry(WIFI)
+            self.log.warn("wifi", "could not join %s (%s); retrying in %d s",
                            self.cfg["wifi_ssid"], hal.wifi_status(), delay // 1000)
             return
         self._next_ms = hal.ticks_add(now, _WIFI_POLL_MS)
@@ -228,180 +251,123 @@ class Meter:
             return
         self._time_fails += 1
         if self._time_fails >= _TIME_TRIES:
-            self._log.warn("time", "no time from %s; readings carry server time until it syncs",
+            self.log.warn("time", "no time from %s; readings carry server time until it syncs",
                            self.cfg["ntp_host"])
             self._after_network()
         else:
-            self._retry(TIME)
+            self.retry(TIME)
 
     def _sync_time(self, now):
-        ok = self._hal.sync_time(self.cfg["ntp_host"])
-        self._time_next_ms = self._hal.ticks_add(now, _TIME_RESYNC_MS)
+        ok = self.hal.sync_time(self.cfg["ntp_host"])
+        self._time_next_ms = self.hal.ticks_add(now, _TIME_RESYNC_MS)
         if ok and not self._time_synced:
-            self._log.info("time", "synced: %d", self._hal.epoch_ms() // 1000)
+            self.log.info("time", "synced: %d", self.hal.epoch_ms() // 1000)
         self._time_synced = self._time_synced or ok
         return ok
 
-    def _provision_target(self):
-        cfg = self.cfg
-        return cfg["tb_host"], cfg["tb_port"], self._tls
-
-    def _step_provision(self, now):
-        # Loaded only while needed: most boots never provision (the module is unloaded again
-        # when the meter reaches the run state).
-        from firmware import provision
-        cfg = self.cfg
-        host, port, tls = self._provision_target()
-        self._log.info("provision", "requesting credentials for %s from %s:%d (key %s)",
-                       self.device_name, host, port, mask(cfg["provision_key"]))
-        req = provision.build_request(cfg["provision_key"], cfg["provision_secret"],
-                                      self.device_name, cfg["access_token"])
-        outcome, creds, detail = provision.Provisioner(self._link, self._log).run(
-            host, port, tls, req, cfg["keepalive_s"])
-        self.last_outcome = outcome
-        gesture = self._reprovision and self.creds is not None and not self._rejected
-        if outcome == provision.SUCCESS:
-            # Store before use: a power cut after this line finds the new credentials; before
-            # it, the platform holds a device whose token we never saw (§2.8), which the
-            # device-supplied token (if configured) or an administrator recovers.
-            self._store.write(_CREDS_RECORD, creds)
-            self.creds = creds
-            self._rejected = False
-            self._reprovision = False
-            self._log.info("provision", "SUCCESS: %s credentials stored",
-                           credentials.describe(creds))
-            self._backoff.reset()
-            self._slow.reset()
-            self._goto(CONNECT)
-            return
-        if outcome in (provision.NOT_FOUND, provision.FAILURE):
-            self._log.error("provision", "%s: %s%s", outcome, detail, {
-                provision.NOT_FOUND: " (check provision_key/provision_secret; is provisioning "
-                                     "enabled on the device profile?)",
-                provision.FAILURE: " (a device named %s exists, or the token is taken)"
-                                   % self.device_name}[outcome])
-            self._reprovision = False
-            if outcome == provision.FAILURE and cfg["access_token"] and self._candidate is None:
-                self._candidate = {"type": "ACCESS_TOKEN", "token": cfg["access_token"]}
-                self._log.info("provision", "trying the configured device token %s",
-                               mask(cfg["access_token"]))
-                self._goto(CONNECT)
-            elif gesture:
-                self._log.info("provision", "keeping the working credentials")
-                self._goto(CONNECT)
-            else:
-                delay = self._retry(CONNECT if self.creds else PROVISION, slow=True)
-                self._log.warn("provision", "retrying in %d min", delay // 60000)
-            return
-        # NO_REPLY / BAD_REPLY: the platform did not decide anything; try again soon.
-        self._log.warn("provision", "%s: %s", outcome, detail)
-        if gesture:
-            self._gesture_tries += 1
-            if self._gesture_tries >= _GESTURE_FALLBACK_TRIES:
-                self._log.warn("provision", "giving up the requested re-provisioning for now; "
-                                            "keeping the working credentials")
-                self._reprovision = False
-                self._goto(CONNECT)
-                return
-        self._retry(PROVISION)
-
     def _step_connect(self, now):
         cfg = self.cfg
-        creds = self._candidate or self.creds
+        creds = self.candidate or self.creds
         if creds is None:
-            self._goto(PROVISION)
+            self.goto(PROVISION)
             return
         cid, user, pw = credentials.connect_params(creds, self.device_name)
-        self._log.info("connect", "to %s:%d as %s (%s %s)", cfg["tb_host"], cfg["tb_port"], cid,
+        self.log.info("connect", "to %s:%d as %s (%s %s)", cfg["tb_host"], cfg["tb_port"], cid,
                        credentials.describe(creds), mask(user if creds["type"] ==
                                                             "ACCESS_TOKEN" else pw))
-        self._link.on_message = self._on_message
+        self.link.on_message = self._on_message
         try:
-            rc = self._link.open(cfg["tb_host"], cfg["tb_port"], cid, user, pw,
-                                 cfg["keepalive_s"], self._tls)
+            rc = self.link.open(cfg["tb_host"], cfg["tb_port"], cid, user, pw,
+                                 cfg["keepalive_s"], self.tls)
         except LinkError as e:
-            delay = self._retry(CONNECT)
-            self._log.warn("connect", "%s; retrying in %d s", e, delay // 1000)
-            if not self._hal.wifi_connected():
-                self._goto(WIFI, delay)
+            delay = self.retry(CONNECT)
+            self.log.warn("connect", "%s; retrying in %d s", e, delay // 1000)
+            if not self.hal.wifi_connected():
+                self.goto(WIFI, delay)
             return
         if rc == 0:
-            if self._candidate is not None:
+            if self.candidate is not None:
                 # The platform accepted the configured token: the device is ours.
-                self._store.write(_CREDS_RECORD, creds)
+                self.store.write(_CREDS_RECORD, creds)
                 self.creds = creds
-                self._candidate = None
-                self._log.info("connect", "device token accepted; stored as credentials")
-            self._rejected = False
-            self._backoff.reset()
-            self._slow.reset()
-            self._log.info("connect", "connected")
-            if self._ext is not None and not self._ext.on_connect(self._link):
-                self._link.close(graceful=False)
-                self._retry(CONNECT)
+                self.candidate = None
+                self.log.info("connect", "device token accepted; stored as credentials")
+            self.rejected = False
+            self._session_ok = False
+            self.log.info("connect", "connected")
+            try:
+                refused = self._ext is not None and not self._ext.on_connect(self.link)
+            except LinkError as e:  # the server closed the session while we subscribed
+                delay = self.retry(CONNECT)
+                self.log.warn("connect", "%s; retrying in %d s", e, delay // 1000)
+                return
+            if refused:
+                self.link.close(graceful=False)
+                self.retry(CONNECT)
                 return
             if self._marker.is_sent(cfg, self.creds):
                 self._enter_run()
             else:
-                self._goto(ATTRIBUTES)
+                self.goto(ATTRIBUTES)
             return
         if rc in (2, 4, 5):
-            if self._candidate is not None:
-                self._candidate = None
-                self._log.error("connect", "the configured device token was refused (CONNACK %d)", rc)
-                delay = self._retry(CONNECT if self.creds else PROVISION, slow=True)
-                self._log.warn("connect", "retrying in %d min", delay // 60000)
+            if self.candidate is not None:
+                self.candidate = None
+                self.log.error("connect", "the configured device token was refused (CONNACK %d)", rc)
+                delay = self.retry(CONNECT if self.creds else PROVISION, slow=True)
+                self.log.warn("connect", "retrying in %d min", delay // 60000)
                 return
-            self._log.error("connect", "credentials refused (CONNACK %d): device deleted or "
+            self.log.error("connect", "credentials refused (CONNACK %d): device deleted or "
                                        "credentials changed on the platform; provisioning again", rc)
-            self._rejected = True
-            self._goto(PROVISION)
+            self.rejected = True
+            self.goto(PROVISION)
             return
-        delay = self._retry(CONNECT)
-        self._log.warn("connect", "server refused the session (CONNACK %d); retrying in %d s",
+        delay = self.retry(CONNECT)
+        self.log.warn("connect", "server refused the session (CONNACK %d); retrying in %d s",
                        rc, delay // 1000)
 
     def _step_attributes(self, now):
         cfg = self.cfg
-        self._log.info("attributes", "sending %s=%s and %s=%s", cfg["attr_supplier_key"],
+        self.log.info("attributes", "sending %s=%s and %s=%s", cfg["attr_supplier_key"],
                        mask(cfg["supplier_key"]), cfg["attr_cups_key"], cfg["cups"])
         try:
-            self._link.publish(attributes.TOPIC, attributes.payload(cfg), 1)
+            self.link.publish(attributes.TOPIC, attributes.payload(cfg), 1)
         except LinkError as e:
-            delay = self._retry(CONNECT)
-            self._log.warn("attributes", "not acknowledged (%s); reconnecting in %d s",
+            delay = self.retry(CONNECT)
+            self.log.warn("attributes", "not acknowledged (%s); reconnecting in %d s",
                            e, delay // 1000)
             return
         # PUBACK received: only now is it safe to say "sent".
+        self._acknowledged()
         self._marker.mark_sent(cfg, self.creds)
-        self._log.info("attributes", "acknowledged")
+        self.log.info("attributes", "acknowledged")
         if self._gesture is not None:
             self._gesture.done()
-        self._reprovision = False
+        self.reprovision = False
         self._enter_run()
 
     def _enter_run(self):
         self._publish_ms = None
         unload("provision")
-        self._goto(RUN)
-        self._log.info("run", "reporting every %d s; heap free %d", self.cfg["publish_interval_s"],
-                       self._hal.mem_free())
+        self.goto(RUN)
+        self.log.info("run", "reporting every %d s; heap free %d", self.cfg["publish_interval_s"],
+                       self.hal.mem_free())
 
     def _lost(self, why):
-        self._link.close(graceful=False)
-        delay = self._retry(CONNECT)
-        self._log.warn("run", "connection lost (%s); reconnecting in %d s", why, delay // 1000)
-        if not self._hal.wifi_connected():
-            self._goto(WIFI, delay)
+        self.link.close(graceful=False)
+        delay = self.retry(CONNECT)
+        self.log.warn("run", "connection lost (%s); reconnecting in %d s", why, delay // 1000)
+        if not self.hal.wifi_connected():
+            self.goto(WIFI, delay)
 
     def _run(self, now):
-        if not self._hal.wifi_connected():
+        if not self.hal.wifi_connected():
             self._lost("Wi-Fi down")
             return
         try:
-            self._link.poll()
+            self.link.poll()
             if self._ext is not None:
-                self._ext.service(self, self._link, now)
+                self._ext.service(self, self.link, now)
             self._publish_due(now)
             self._health_due(now)
         except LinkError as e:
@@ -409,7 +375,7 @@ class Meter:
             return
         if not self._time_synced and self._due(now, self._time_next_ms):
             self._sync_time(now)
-        if self._on_healthy is not None and self._hal.ticks_diff(now, self._boot_ms) >= _HEALTHY_MS:
+        if self._on_healthy is not None and self.hal.ticks_diff(now, self._boot_ms) >= _HEALTHY_MS:
             self._on_healthy()
             self._on_healthy = None
 
@@ -421,10 +387,10 @@ class Meter:
 
     def _sample(self, now):
         interval = self.cfg["publish_interval_s"] * 1000
-        if self._sample_ms is not None and self._hal.ticks_diff(now, self._sample_ms) < interval:
+        if self._sample_ms is not None and self.hal.ticks_diff(now, self._sample_ms) < interval:
             return
         self._sample_ms = now
-        ts = self._hal.epoch_ms() if self._time_synced else 0
+        ts = self.hal.epoch_ms() if self._time_synced else 0
         if not ts and self.state != RUN:
             return  # no timestamp and nobody to send it to: the index keeps the energy anyway
         # A reading carries the index as it is on flash, never a newer one: after a power cut
@@ -439,10 +405,10 @@ class Meter:
         index = self.pulses.index
         if index == self.persisted_index:
             return True
-        if not force and self._hal.ticks_diff(now, self._persist_ms) < \
+        if not force and self.hal.ticks_diff(now, self._persist_ms) < \
                 self.cfg["persist_interval_s"] * 1000:
             return False
-        self._store.write(_PULSES_RECORD, {"index": index})
+        self.store.write(_PULSES_RECORD, {"index": index})
         self.persisted_index = index
         self._persist_ms = now
         return True
@@ -450,12 +416,12 @@ class Meter:
     def _persist_error(self, now):
         # The last error survives a reset for `make status`: written only when it changes,
         # and at most once a minute, so a retry loop cannot wear the flash.
-        err = self._log.last_error
+        err = self.log.last_error
         if err is None or err == self._saved_error:
             return
-        if self._error_ms is not None and self._hal.ticks_diff(now, self._error_ms) < _ERROR_SAVE_MS:
+        if self._error_ms is not None and self.hal.ticks_diff(now, self._error_ms) < _ERROR_SAVE_MS:
             return
-        self._store.write(_ERROR_RECORD, {"msg": err})
+        self.store.write(_ERROR_RECORD, {"msg": err})
         self._saved_error = err
         self._error_ms = now
 
@@ -463,71 +429,88 @@ class Meter:
         q = self.queue
         if not len(q):
             return
-        if self._publish_ms is not None and self._hal.ticks_diff(now, self._publish_ms) < _PUBLISH_GAP_MS:
+        if self._publish_ms is not None and self.hal.ticks_diff(now, self._publish_ms) < _PUBLISH_GAP_MS:
             return
-        batch = q.peek(_BATCH_MAX)
-        if not batch:
+        try:
+            batch = q.peek(self._batch_max)
+            if not batch:
+                return
+            payload, n = self._payload.batch(batch, self.cfg["pulses_per_kwh"])
+        except MemoryError:
+            # Never a reason to reset (the same backlog would be waiting after the reset):
+            # send fewer readings per message instead.
+            self._shrink_batch(self._batch_max, "low memory")
             return
-        if not self._pacer.allow(3 * len(batch), now):
+        if not self._pacer.allow(3 * n, now):
             return  # ThingsBoard would close the session for rate: wait for tokens
-        self._link.publish(telemetry.TOPIC, telemetry.batch(batch, self.cfg["pulses_per_kwh"]), 1)
-        q.drop(len(batch))  # only now, after the PUBACK
+        try:
+            self.link.publish(telemetry.TOPIC, payload, 1)
+        except LinkError:
+            if n > 1:
+                # A server with rate limits tighter than ThingsBoard Cloud's (which the pacer
+                # assumes) closes the session on a batch whose data points exceed its budget,
+                # and would close it again on the same batch after every reconnect.
+                self._shrink_batch(n, "connection lost sending %d readings" % n)
+            raise
+        q.drop(n)  # only now, after the PUBACK
         self.published += 1
         self._publish_ms = now
+        self._acknowledged()
+        if self._batch_max < _BATCH_MAX:
+            self._batch_ok += 1
+            if self._batch_ok >= _BATCH_GROW_AFTER:
+                self._batch_max = min(_BATCH_MAX, self._batch_max * 2)
+                self._batch_ok = 0
+
+    def _shrink_batch(self, n, why):
+        self._batch_max = max(1, n // 2)
+        self._batch_ok = 0
+        self.log.warn("run", "%s: %d readings per message for now", why, self._batch_max)
 
     def _health_due(self, now):
         interval = self.cfg["health_interval_s"] * 1000
         if not interval:
             return
-        if self._health_ms is not None and self._hal.ticks_diff(now, self._health_ms) < interval:
+        if self._health_ms is not None and self.hal.ticks_diff(now, self._health_ms) < interval:
             return
         if not self._pacer.allow(4, now):
             return
         self._health_ms = now
-        hal = self._hal
-        uptime = hal.ticks_diff(now, self._boot_ms) // 1000
-        self._link.publish(telemetry.TOPIC, telemetry.health(
-            hal.epoch_ms() if self._time_synced else 0, uptime, hal.wifi_rssi(), hal.mem_free(),
+        hal = self.hal
+        self.link.publish(telemetry.TOPIC, telemetry.health(
+            hal.epoch_ms() if self._time_synced else 0, self.uptime_s(), hal.wifi_rssi(), hal.mem_free(),
             self.pulses.missed_edges), 0)
 
     # --- asked by the platform (firmware/remote.py) ------------------------------------------------
 
-    def status(self):
-        """The meter's state for the status RPC: never a secret."""
-        now = self._hal.ticks_ms()
-        return {"state": self.state, "pulses": self.pulses.index,
-                "energy_kwh": self.pulses.energy_text(), "power_w": self.pulses.power_w,
-                "uptime_s": self._hal.ticks_diff(now, self._boot_ms) // 1000,
-                "heap_free": self._hal.mem_free(), "backlog": len(self.queue),
-                "credentials": credentials.describe(self.creds), "published": self.published,
-                "missed_edges": self.pulses.missed_edges, "rejected_edges": self.pulses.rejected,
-                "last_error": self._log.last_error}
+    def uptime_s(self):
+        return self.hal.ticks_diff(self.hal.ticks_ms(), self._boot_ms) // 1000
 
     def reboot(self, why):
-        self._log.warn("main", "%s: saving the index and resetting", why)
+        self.log.warn("main", "%s: saving the index and resetting", why)
         self.shutdown()
-        self._hal.reset()
+        self.hal.reset()
 
     def request_reprovision(self, why):
         # As the power-cycle gesture: kept on flash until served, never destroys credentials.
-        self._log.warn("boot", "re-provisioning requested (%s)", why)
+        self.log.warn("boot", "re-provisioning requested (%s)", why)
         if self._gesture is not None:
             self._gesture.request()
         self._marker.clear()
-        self._reprovision = True
-        self._gesture_tries = 0
-        self._link.close()
-        self._goto(PROVISION)
+        self.reprovision = True
+        self.gesture_tries = 0
+        self.link.close()
+        self.goto(PROVISION)
 
     # --- planned stop ----------------------------------------------------------------------------
 
     def shutdown(self):
         """Before a planned reset: keep the index, close the session politely."""
         try:
-            self.pulses.service(self._hal.ticks_ms())
-            self._persist_if_due(self._hal.ticks_ms(), True)
+            self.pulses.service(self.hal.ticks_ms())
+            self._persist_if_due(self.hal.ticks_ms(), True)
         finally:
-            self._link.close()
+            self.link.close()
 
 
 def _rssi_text(rssi):

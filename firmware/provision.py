@@ -16,10 +16,15 @@ import json
 
 from micropython import const
 
+from firmware import creds as credentials
+from firmware.log import mask
+
 REQUEST_TOPIC = b"/provision/request"
 RESPONSE_TOPIC = b"/provision/response"
 _PROVISION = "provision"
 _REPLY_TIMEOUT_MS = const(15000)
+_GESTURE_FALLBACK_TRIES = const(3)
+_CREDS_RECORD = "creds"
 
 # Outcomes
 SUCCESS = "SUCCESS"
@@ -106,3 +111,66 @@ class Provisioner:
 
     def _has_reply(self):
         return self._reply is not None
+
+
+# --- the PROVISION state of the Meter (firmware/meter.py) -------------------------------------
+# Kept here, not in the Meter, so that its code is in RAM only while a meter provisions: most
+# boots never do (the module is unloaded when the meter reaches the run state).
+
+_HINT = {NOT_FOUND: " (check provision_key/provision_secret; is provisioning enabled on the "
+                    "device profile?)",
+         FAILURE: " (a device named %s exists, or the token is taken)"}
+
+
+def step(m):
+    """One provisioning attempt for Meter m, and the state it leads to."""
+    cfg = m.cfg
+    log = m.log
+    log.info("provision", "requesting credentials for %s from %s:%d (key %s)", m.device_name,
+             cfg["tb_host"], cfg["tb_port"], mask(cfg["provision_key"]))
+    req = build_request(cfg["provision_key"], cfg["provision_secret"], m.device_name,
+                        cfg["access_token"])
+    outcome, creds, detail = Provisioner(m.link, log).run(cfg["tb_host"], cfg["tb_port"], m.tls,
+                                                          req, cfg["keepalive_s"])
+    m.last_outcome = outcome
+    gesture = m.reprovision and m.creds is not None and not m.rejected
+    if outcome == SUCCESS:
+        # Store before use: a power cut after this line finds the new credentials; before
+        # it, the platform holds a device whose token we never saw (§2.8), which the
+        # device-supplied token (if configured) or an administrator recovers.
+        m.store.write(_CREDS_RECORD, creds)
+        m.creds = creds
+        m.rejected = False
+        m.reprovision = False
+        log.info("provision", "SUCCESS: %s credentials stored", credentials.describe(creds))
+        m.backoff_reset()
+        m.goto("connect")
+        return
+    if outcome in (NOT_FOUND, FAILURE):
+        hint = _HINT[outcome]
+        log.error("provision", "%s: %s%s", outcome, detail,
+                  hint % m.device_name if outcome == FAILURE else hint)
+        m.reprovision = False
+        if outcome == FAILURE and cfg["access_token"] and m.candidate is None:
+            m.candidate = {"type": "ACCESS_TOKEN", "token": cfg["access_token"]}
+            log.info("provision", "trying the configured device token %s",
+                     mask(cfg["access_token"]))
+            m.goto("connect")
+        elif gesture:
+            log.info("provision", "keeping the working credentials")
+            m.goto("connect")
+        else:
+            delay = m.retry("connect" if m.creds else "provision", slow=True)
+            log.warn("provision", "retrying in %d min", delay // 60000)
+        return
+    # NO_REPLY / BAD_REPLY: the platform did not decide anything; try again soon.
+    log.warn("provision", "%s: %s", outcome, detail)
+    if gesture:
+        m.gesture_tries += 1
+        if m.gesture_tries >= _GESTURE_FALLBACK_TRIES:
+            log.warn("provision", "giving up the requested re-provisioning for now; "
+                                  "keeping the working credentials")
+            m.reprovision = False
+            m.goto("connect")
+            return
+    m.retry("provision")

@@ -7,32 +7,29 @@
 #   reprovision  -> as the technician's power-cycle gesture: provision again and resend the
 #                   attributes, keeping the working credentials if the platform says no
 #   anything else -> {"error": "unknown method"}
-# Shared attribute: publish_interval_s (5..86400 s), applied until the next reset; pushed on
+# Shared attribute: publish_interval_s (2..86400 s), applied until the next reset; pushed on
 # v1/devices/me/attributes and fetched once per connection with an attribute request.
 #
 # Messages are queued by the MQTT callback (which may run inside a publish) and handled by
 # service() from the main loop. The queue is bounded; oversized packets never get this far
-# (firmware/link.py refuses them before allocating).
+# (firmware/link.py refuses them before allocating). This module stays loaded: importing it
+# only when a message arrives was tried, and on a heap fragmented by days of running (and by
+# TLS buffers, on the Unix port) the import itself can fail.
 
 import json
 
 from micropython import const
 
-_RPC_PREFIX = b"v1/devices/me/rpc/request/"
+from firmware import creds as credentials
+
 _RPC_FILTER = b"v1/devices/me/rpc/request/+"
-_RPC_REPLY = "v1/devices/me/rpc/response/%s"
 _ATTR_TOPIC = b"v1/devices/me/attributes"
 _ATTR_REQUEST = b"v1/devices/me/attributes/request/1"
 _ATTR_RESPONSE = b"v1/devices/me/attributes/response/1"
-_INBOX = const(4)
+_RPC_PREFIX = b"v1/devices/me/rpc/request/"
+_RPC_REPLY = "v1/devices/me/rpc/response/%s"
 _INTERVAL_KEY = "publish_interval_s"
-
-
-def _parse(msg):
-    try:
-        return json.loads(msg)
-    except Exception:  # ValueError, UnicodeError, MemoryError on absurd nesting
-        return None
+_INBOX = const(4)
 
 
 class Remote:
@@ -41,8 +38,6 @@ class Remote:
         self._inbox = []
         self.dropped = 0
         self.handled = 0
-
-    # --- hooks called by the Meter -------------------------------------------------------------
 
     def on_connect(self, link):
         """Subscribe and ask for the current shared attribute. False when refused."""
@@ -66,58 +61,84 @@ class Remote:
         while self._inbox:
             topic, msg = self._inbox.pop(0)
             self.handled += 1
-            if topic.startswith(_RPC_PREFIX):
-                self._rpc(meter, link, topic[len(_RPC_PREFIX):], msg)
-            elif topic == _ATTR_TOPIC:
-                self._shared(meter, _parse(msg), "pushed")
-            elif topic == _ATTR_RESPONSE:
-                body = _parse(msg)
-                self._shared(meter, body.get("shared") if isinstance(body, dict) else body,
-                             "fetched")
-            else:
-                self._log.warn("remote", "message on unexpected topic ignored")
+            handle(meter, link, self._log, topic, msg)
 
-    # --- RPC -------------------------------------------------------------------------------------
 
-    def _rpc(self, meter, link, rid, msg):
-        if not (0 < len(rid) <= 10 and rid.isdigit()):
-            self._log.warn("remote", "RPC with a malformed request id ignored")
-            return
-        req = _parse(msg)
-        method = req.get("method") if isinstance(req, dict) else None
-        if not isinstance(method, str):
-            self._log.warn("remote", "RPC %s: not a JSON object with a method; answered with an error",
-                           rid.decode())
-            self._reply(link, rid, {"error": "bad request"})
-            return
-        self._log.info("remote", "RPC %s: %s", rid.decode(), method[:32])
-        if method == "status":
-            self._reply(link, rid, meter.status())
-        elif method == "reboot":
-            self._reply(link, rid, {"result": "rebooting"})
-            meter.reboot("RPC reboot")
-        elif method == "reprovision":
-            self._reply(link, rid, {"result": "reprovisioning"})
-            meter.request_reprovision("RPC reprovision")
-        else:
-            self._reply(link, rid, {"error": "unknown method"})
+def _parse(msg):
+    try:
+        return json.loads(msg)
+    except Exception:  # ValueError, UnicodeError, MemoryError on absurd nesting
+        return None
 
-    def _reply(self, link, rid, body):
-        link.publish((_RPC_REPLY % rid.decode()).encode(), json.dumps(body).encode(), 1)
 
-    # --- shared attributes ---------------------------------------------------------------------------
+def handle(meter, link, log, topic, msg):
+    if topic.startswith(_RPC_PREFIX):
+        _rpc(meter, link, log, topic[len(_RPC_PREFIX):], msg)
+    elif topic == _ATTR_TOPIC:
+        _shared(meter, log, _parse(msg), "pushed")
+    elif topic == _ATTR_RESPONSE:
+        # {"shared": {...}}; a section with nothing in it is omitted, {} is "nothing set"
+        body = _parse(msg)
+        _shared(meter, log, body.get("shared", {}) if isinstance(body, dict) else body, "fetched")
+    else:
+        log.warn("remote", "message on unexpected topic ignored")
 
-    def _shared(self, meter, attrs, how):
-        if not isinstance(attrs, dict):
-            self._log.warn("remote", "shared attributes %s: not a JSON object; ignored", how)
-            return
-        if _INTERVAL_KEY not in attrs:
-            return  # other shared attributes are not the meter's business
-        v = attrs[_INTERVAL_KEY]
-        if isinstance(v, bool) or not isinstance(v, int) or not 5 <= v <= 86400:
-            self._log.warn("remote", "shared attribute %s must be an integer 5..86400; ignored",
-                           _INTERVAL_KEY)
-            return
-        if v != meter.cfg[_INTERVAL_KEY]:
-            self._log.info("remote", "publish interval %d s (shared attribute, %s)", v, how)
-            meter.cfg[_INTERVAL_KEY] = v
+
+def status(meter):
+    """The meter's state for the status RPC: never a secret."""
+    hal = meter.hal
+    pulses = meter.pulses
+    return {"state": meter.state, "pulses": pulses.index, "energy_kwh": pulses.energy_text(),
+            "power_w": pulses.power_w, "uptime_s": meter.uptime_s(),
+            "heap_free": hal.mem_free(), "backlog": len(meter.queue),
+            "credentials": credentials.describe(meter.creds), "published": meter.published,
+            "missed_edges": pulses.missed_edges, "rejected_edges": pulses.rejected,
+            "last_error": meter.log.last_error}
+
+
+# --- RPC -------------------------------------------------------------------------------------
+
+def _rpc(meter, link, log, rid, msg):
+    if not (0 < len(rid) <= 10 and rid.isdigit()):
+        log.warn("remote", "RPC with a malformed request id ignored")
+        return
+    req = _parse(msg)
+    method = req.get("method") if isinstance(req, dict) else None
+    if not isinstance(method, str):
+        log.warn("remote", "RPC %s: not a JSON object with a method; answered with an error",
+                 rid.decode())
+        _reply(link, rid, {"error": "bad request"})
+        return
+    log.info("remote", "RPC %s: %s", rid.decode(), method[:32])
+    if method == "status":
+        _reply(link, rid, status(meter))
+    elif method == "reboot":
+        _reply(link, rid, {"result": "rebooting"})
+        meter.reboot("RPC reboot")
+    elif method == "reprovision":
+        _reply(link, rid, {"result": "reprovisioning"})
+        meter.request_reprovision("RPC reprovision")
+    else:
+        _reply(link, rid, {"error": "unknown method"})
+
+
+def _reply(link, rid, body):
+    link.publish((_RPC_REPLY % rid.decode()).encode(), json.dumps(body).encode(), 1)
+
+
+# --- shared attributes ---------------------------------------------------------------------------
+
+def _shared(meter, log, attrs, how):
+    if not isinstance(attrs, dict):
+        log.warn("remote", "shared attributes %s: not a JSON object; ignored", how)
+        return
+    if _INTERVAL_KEY not in attrs:
+        return  # other shared attributes are not the meter's business
+    v = attrs[_INTERVAL_KEY]
+    if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= 86400:
+        log.warn("remote", "shared attribute %s must be an integer 2..86400; ignored",
+                 _INTERVAL_KEY)
+        return
+    if v != meter.cfg[_INTERVAL_KEY]:
+        log.info("remote", "publish interval %d s (shared attribute, %s)", v, how)
+        meter.cfg[_INTERVAL_KEY] = v

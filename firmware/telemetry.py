@@ -13,23 +13,55 @@ from firmware.pulses import energy_text
 TOPIC = b"v1/devices/me/telemetry"
 
 
-def _values(index, power_dw, per_kwh):
-    return '{"energy_kwh":%s,"power_w":%d.%d,"pulses":%d}' % (
-        energy_text(index, per_kwh), power_dw // 10, power_dw % 10, index)
-
-
 def point(ts, index, power_dw, per_kwh):
+    """One reading as JSON bytes (about 110 of them)."""
+    values = '{"energy_kwh":%s,"power_w":%d.%d,"pulses":%d}' % (
+        energy_text(index, per_kwh), power_dw // 10, power_dw % 10, index)
     if ts:
-        return '{"ts":%d,"values":%s}' % (ts, _values(index, power_dw, per_kwh))
-    return _values(index, power_dw, per_kwh)
+        return ('{"ts":%d,"values":%s}' % (ts, values)).encode()
+    return values.encode()
+
+
+class Payload:
+    """A telemetry message built in a buffer allocated once, at boot.
+
+    A batch of readings is ~2 KB; building it as one string (join, then encode) needs two
+    such blocks contiguous on a heap that fragments over days. Here each reading is formatted
+    on its own (~110 bytes) and copied in; nothing larger is ever requested."""
+
+    def __init__(self, size=2560):
+        self._buf = bytearray(size)
+        self._mv = memoryview(self._buf)
+
+    def batch(self, readings, per_kwh):
+        """Fill the buffer with readings (one object, or an array of them). Returns
+        (memoryview of the payload, number of readings that fit)."""
+        buf, n, used = self._buf, 0, 0
+        single = len(readings) == 1
+        if not single:
+            buf[0] = 0x5B  # [
+            n = 1
+        for r in readings:
+            p = point(r[0], r[1], r[2], per_kwh)
+            need = len(p) + (1 if used else 0) + 1
+            if n + need > len(buf):
+                break
+            if used:
+                buf[n] = 0x2C  # ,
+                n += 1
+            buf[n:n + len(p)] = p
+            n += len(p)
+            used += 1
+        if not single:
+            buf[n] = 0x5D  # ]
+            n += 1
+        return self._mv[:n], used
 
 
 def batch(readings, per_kwh):
-    """Payload for a list of readings: one object, or an array of {"ts","values"} points."""
-    if len(readings) == 1:
-        r = readings[0]
-        return point(r[0], r[1], r[2], per_kwh).encode()
-    return ("[" + ",".join(point(r[0], r[1], r[2], per_kwh) for r in readings) + "]").encode()
+    """Payload bytes for a list of readings (tests and tools; the meter uses Payload)."""
+    mv, _ = Payload(64 + 160 * len(readings)).batch(readings, per_kwh)
+    return bytes(mv)
 
 
 def health(ts, uptime_s, rssi_dbm, heap_free, missed_edges):

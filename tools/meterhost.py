@@ -69,6 +69,7 @@ class VirtualMeter:
         self.buttonfile = os.path.join(workdir, "button")
         self.console_path = os.path.join(workdir, "console.log")
         self.extra_env = env or {}
+        self.faults_injected = False  # set by tests that inject one (METER_FAULT_MS)
         self.echo = echo  # callable(meter, line) for live views
         self.lines = []  # (host time, text)
         self.boots = 0
@@ -78,6 +79,7 @@ class VirtualMeter:
         self.auto_restart = True
         self.pulses_delivered = 0  # edges the running firmware could see
         self.pulses_lost_off = 0  # edges written but never read: the meter had no power
+        self._closed = False
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         if not os.path.exists(self.fifo):
@@ -136,6 +138,8 @@ class VirtualMeter:
         """n edges on the pulse input, now. Edges while the power is off reach nobody."""
         data = b"." * n
         while data:
+            if self._closed:
+                return
             try:
                 k = os.write(self._fifo_fd, data)
             except BlockingIOError:
@@ -227,6 +231,7 @@ class VirtualMeter:
 
     def close(self):
         self.auto_restart = False
+        self._closed = True
         self.power_cut()
         try:
             os.close(self._fifo_fd)
@@ -297,6 +302,8 @@ class PulseTrain(threading.Thread):
             due += 3.6e6 / (self.per_kwh * p) / self.speedup
             delay = due - time.monotonic()
             if delay > 0 and self._halt.wait(delay):
+                break
+            if self.meter._closed:
                 break
             self.meter.pulse(1)
             self.played += 1

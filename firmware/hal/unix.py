@@ -13,6 +13,8 @@
 # - Time: the host clock, synced from boot (METER_NTP=fail makes sync fail).
 # - METER_UID: hex unique id (the MAC on a board); METER_BUTTON: a file whose presence means
 #   the BOOT button is held; METER_FLASH_DELAY_MS: a slow flash chip (each block write blocks).
+# - METER_FAULT_MS: the first watchdog feed after this many ms of uptime raises RuntimeError,
+#   an unexpected fault deep in the main loop, for the tests of main.py's last-chance handler.
 # - reset(): exits with RESET_EXIT_CODE; the harness (tools/meterhost.py) powers the meter up
 #   again, like the chip's reset line would.
 
@@ -135,6 +137,7 @@ class Hal:
         self._poll = None
         self.sched_overflows = 0  # edges whose soft IRQ was dropped (queue full)
         self.wdt_fed_ms = None
+        self._fault_at = None
 
     # --- time ------------------------------------------------------------------------------
     def sleep_ms(self, ms):
@@ -275,9 +278,14 @@ class Hal:
     # --- watchdog, reset -----------------------------------------------------------------------
     def wdt_start(self, timeout_ms):
         self.wdt_fed_ms = time.ticks_ms()
+        fault = os.getenv("METER_FAULT_MS")
+        self._fault_at = time.ticks_add(self.wdt_fed_ms, int(fault)) if fault else None
 
     def wdt_feed(self):
         self.wdt_fed_ms = time.ticks_ms()
+        if self._fault_at is not None and time.ticks_diff(self.wdt_fed_ms, self._fault_at) >= 0:
+            self._fault_at = None
+            raise RuntimeError("injected fault (METER_FAULT_MS)")
 
     def reset(self):
         sys.exit(RESET_EXIT_CODE)

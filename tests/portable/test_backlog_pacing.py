@@ -96,6 +96,21 @@ def test_when_full_the_oldest_are_thinned_never_the_newest():
     assert idx[0] >= 1000 and len(idx) < 1000
 
 
+def test_a_long_outage_merges_thinned_chunks_instead_of_growing_the_file_count():
+    fresh_dir()
+    log = ListLog()
+    b = Backlog(log, 300, files_max=6)
+    _fill(b, 4000)  # 4000 readings into room for 300: the oldest chunks are thinned to a few
+    assert b.flash_points() <= 300
+    assert len(os.listdir("state/buf")) <= 6
+    b2 = Backlog(log, 300, files_max=6)  # and what is on flash reads back the same after a reset
+    b2.load()
+    assert b2.flash_points() == b.flash_points()
+    idx = [r[1] for r in _drain(b2)]
+    assert idx == sorted(idx) and len(set(idx)) == len(idx)  # in order, none twice
+    assert idx[-60:] == list(range(4940, 5000))  # the newest are all there, unthinned
+
+
 def test_pacer_allows_a_burst_then_paces_to_the_cloud_limits():
     clk = Clock()
     p = Pacer(clk.ticks_diff, clk.ticks_ms())

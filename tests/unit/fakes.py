@@ -187,9 +187,11 @@ class FakeContext:
         self.cadata = None
         self.wrapped = []
         self.fail = None  # an exception to raise in the handshake (wrong CA, host name)
+        self.loaded = []  # every certificate given, in order
 
     def load_verify_locations(self, cadata=None):
         self.cadata = cadata
+        self.loaded.append(cadata)
 
     def wrap_socket(self, sock, server_hostname=None):
         if self.fail is not None:
@@ -231,6 +233,9 @@ class FakeBroker:
         self.provision_script = []  # replies: dict, bytes, None (no reply), "close"
         self.provision_suback = "grant"  # or "refuse", "ignore"
         self.puback = {}  # topic -> "drop" (no PUBACK: timeout) or "close"
+        self.close_batches_over = None  # close on a telemetry array longer than this (rate limit)
+        self.close_on_subscribe = 0  # the next N normal sessions are closed when they subscribe
+        self.close_after_connect = 0  # the next N normal sessions are closed right after CONNACK 0
         self.sessions = []
         self.published = []  # (client_id, user, topic, payload, qos)
         self.publish_ms = []  # when each of them arrived
@@ -281,6 +286,12 @@ class FakeBroker:
         if t == "v1/devices/me/attributes":
             self.attributes.setdefault(self.tokens.get((client.user or b"").decode()), []).append(
                 json.loads(msg))
+        if self.close_batches_over is not None and t == "v1/devices/me/telemetry":
+            body = json.loads(bytes(msg))
+            if isinstance(body, list) and len(body) > self.close_batches_over:
+                self.published.pop()
+                self.publish_ms.pop()
+                raise OSError(errno.ECONNRESET, "closed by server (rate limit)")
         action = self.puback.get(t)
         if qos and action == "drop":
             raise OSError(errno.ETIMEDOUT, "no PUBACK")
@@ -357,6 +368,9 @@ class FakeUmqtt:
                     raise MQTTException(rc)
                 self.provision = self.client_id == b"provision" or self.user == b"provision"
                 mod.broker.sessions.append(self)
+                if not self.provision and mod.broker.close_after_connect:
+                    mod.broker.close_after_connect -= 1
+                    self._raw().peer_closed = True
                 return 0
 
             def disconnect(self):
@@ -379,6 +393,10 @@ class FakeUmqtt:
 
             def subscribe(self, topic, qos=0):
                 self._check_open()
+                if not self.provision and mod.broker.close_on_subscribe:
+                    mod.broker.close_on_subscribe -= 1
+                    self._raw().peer_closed = True
+                    raise OSError(-1)  # umqtt reading the SUBACK from a closed socket
                 self.subscribed.append(topic)
                 if self.provision:
                     mode = mod.broker.provision_suback

@@ -13,6 +13,7 @@ from firmware.meter import Meter
 from firmware.pulses import PulseCounter
 from firmware.backlog import Backlog
 from firmware.remote import Remote
+from firmware.startup import tls_context
 from firmware.status import StatusLed
 from firmware.store import Store
 
@@ -61,8 +62,8 @@ class Rig:
         self.pulses = PulseCounter(hal.ticks_us, hal.ticks_diff, cfg["pulses_per_kwh"],
                                    cfg["pulse_min_interval_ms"], cfg["zero_power_timeout_s"])
         self.pulses.hw = hal.pulse_input(cfg["pulse_pin"], True, "falling", self.pulses.edge, False)
-        self.link = Link(self.umqtt, hal.socket, hal.ssl, hal.ticks_ms, hal.ticks_diff, self.log)
-        tls = self.link.tls_context(b"\x30\x03der") if cfg["tb_tls"] else None
+        self.link = Link(self.umqtt, hal.socket, hal.ticks_ms, hal.ticks_diff, self.log)
+        tls = tls_context(hal.ssl, b"\x30\x03der") if cfg["tb_tls"] else None
         gesture = BootGesture(self.store, cfg["reprovision_cycles"],
                               cfg["reprovision_window_s"] * 1000, hal.ticks_diff)
         led = StatusLed(hal.led_setter(None, False), hal.ticks_diff)

@@ -6,6 +6,7 @@ import pytest
 
 from fakes import FakeBroker, FakeHal, FakeUmqtt, drop_ussl
 from firmware.link import Link, LinkError
+from firmware.startup import tls_context
 
 
 class Log:
@@ -24,8 +25,8 @@ def make(new_api=True, tls=False):
     hal = FakeHal(broker=broker)
     hal.wifi_joined = True
     um = FakeUmqtt(broker, new_api=new_api)
-    link = Link(um, hal.socket, hal.ssl, hal.ticks_ms, hal.ticks_diff, Log(), timeout_s=7)
-    ctx = link.tls_context(b"\x30\x03der") if tls else None
+    link = Link(um, hal.socket, hal.ticks_ms, hal.ticks_diff, Log(), timeout_s=7)
+    ctx = tls_context(hal.ssl, b"\x30\x03der") if tls else None
     return link, um, hal, broker, ctx
 
 

@@ -477,3 +477,71 @@ def test_tls_handshake_failure_is_a_transient_error_not_a_reason_to_provision():
     rig.run(5 * 60_000)
     assert rig.broker.connects == [] and rig.broker.provision_requests == []
     assert "not correctly signed" in rig.text()
+
+
+def test_memory_error_while_building_a_message_halves_the_batch_instead_of_resetting(monkeypatch):
+    from firmware import telemetry
+    rig = Rig(provisioned())
+    rig.run(60_000, lambda: in_run(rig))
+    rig.hal.wifi_up = False
+    for _ in range(5):
+        rig.pulse(2)
+        rig.run(60_000)
+    rig.hal.wifi_up = True
+    real = telemetry.Payload.batch
+    calls = [0]
+
+    def flaky(self, readings, per_kwh):
+        calls[0] += 1
+        if calls[0] <= 2:
+            raise MemoryError("fragmented")
+        return real(self, readings, per_kwh)
+
+    monkeypatch.setattr(telemetry.Payload, "batch", flaky)
+    assert rig.run(120_000, lambda: in_run(rig) and len(rig.backlog) == 0)
+    assert rig.meter._batch_max == 5 and "low memory: 5 readings per message" in rig.text()
+
+
+def test_session_closed_while_subscribing_is_a_retry_not_a_crash():
+    rig = Rig(provisioned())
+    rig.broker.close_on_subscribe = 2
+    assert rig.run(120_000, lambda: in_run(rig))
+    assert rig.text().count("subscribe to v1/devices/me/rpc/request/+: connection closed") == 2
+    assert len([c for c in rig.broker.connects if c[1] != "provision"]) == 3
+
+
+def test_a_session_closed_right_after_connack_keeps_the_backoff_growing():
+    # A server that accepts the CONNECT and then drops the session (rate limits, a crash loop)
+    # must not get a reconnect every retry_min_s: the backoff resets only after a PUBACK.
+    rig = Rig(provisioned())
+    assert rig.run(60_000, lambda: in_run(rig))
+    rig.broker.close_after_connect = 6
+    rig.broker.sessions[-1]._raw().peer_closed = True  # and the session in use is closed now
+    n0 = len(rig.broker.connects)
+    assert rig.run(30 * 60_000, lambda: len(rig.broker.connects) >= n0 + 7)
+    times = [c[3] for c in rig.broker.connects[n0:]]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert min(gaps) >= 1_000 and gaps[-1] >= 32_000, gaps  # 2 s doubling: 64 s, less jitter
+    rig.run(120_000)
+    assert in_run(rig)
+
+
+def test_a_batch_the_server_closes_on_is_split_then_grows_back():
+    rig = Rig(provisioned(), publish_interval_s=5)
+    assert rig.run(60_000, lambda: in_run(rig))
+    rig.hal.wifi_up = False
+    for _ in range(30):  # 30 readings wait
+        rig.pulse(1)
+        rig.run(5_000)
+    rig.broker.close_batches_over = 6  # tighter than ThingsBoard Cloud: 20 readings is too many
+    rig.hal.wifi_up = True
+    assert rig.run(10 * 60_000, lambda: len(rig.backlog) == 0)
+    sizes = [len(m) if isinstance(m, list) else 1 for m in rig.broker.messages(TELE)]
+    assert max(sizes) <= 6 and sum(sizes) >= 30
+    assert "connection lost sending 20 readings: 10 readings per message for now" in rig.text()
+    assert "connection lost sending 10 readings: 5 readings per message for now" in rig.text()
+    # Acknowledged messages at the smaller size let it grow back.
+    rig.broker.close_batches_over = None
+    for _ in range(25):
+        rig.run(5_000)
+    assert rig.meter._batch_max == 10

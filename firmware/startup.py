@@ -1,0 +1,121 @@
+# Boot-only steps, kept out of main.py so that their code is compiled ahead (.mpy) and can be
+# unloaded once the meter runs: config loading, the TLS context, the bad-config halt, the
+# crash counter.
+
+_CONFIG_FILE = "config.json"
+_CRASH_RECORD = "crash"
+_CONFIG_RETRY_MS = 30000
+
+
+def read(path, mode="r"):
+    try:
+        with open(path, mode) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def load_config(ssl):
+    """(cfg, TLS context or None, errors): errors is a list of one-line messages, each naming
+    its field."""
+    from firmware import config, unload
+    text = read(_CONFIG_FILE)
+    if text is None:
+        return None, None, ["%s not found on flash" % _CONFIG_FILE]
+    cfg, errors = config.parse(text)
+    del config
+    unload("config", "cups")  # boot-only: about 12 KB back to the heap
+    tls = None
+    if not errors and cfg["tb_tls"]:
+        path = cfg["tb_ca"]
+        bundle = read(path, "rb")
+        if bundle is None:
+            errors = ["tb_ca: file %s not found on flash" % path]
+        else:
+            try:
+                tls = tls_context(ssl, bundle)
+            except ValueError as e:  # ours, or mbedTLS's "invalid cert"
+                errors = ["tb_ca: %s: %s" % (path, e)]
+    return cfg, tls, errors
+
+
+def tls_context(ssl, ca_bundle):
+    """An SSLContext trusting every DER certificate in ca_bundle (concatenated DER).
+
+    Made at boot, straight after the config: the context is one block of about 3 KB on the
+    heap, which a fragmented heap may no longer have in one piece."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED  # verifies the chain and the host name
+    # mbedTLS parses one DER certificate per call and ignores what follows; repeated calls
+    # add to the trusted set.
+    for cert in der_certificates(ca_bundle):
+        ctx.load_verify_locations(cadata=cert)
+    return ctx
+
+
+def der_certificates(bundle):
+    """Split concatenated DER certificates (each an ASN.1 SEQUENCE with a definite length)."""
+    mv = memoryview(bundle)
+    i = 0
+    out = []
+    while i + 2 <= len(bundle):
+        if bundle[i] != 0x30:
+            raise ValueError("not DER certificates (convert PEM with openssl x509 -outform DER)")
+        n = bundle[i + 1]
+        if n < 0x80:
+            hdr, size = 2, n
+        else:
+            k = n & 0x7F
+            if k < 1 or k > 3 or i + 2 + k > len(bundle):
+                raise ValueError("bad DER length")
+            size = 0
+            for j in range(k):
+                size = (size << 8) | bundle[i + 2 + j]
+            hdr = 2 + k
+        end = i + hdr + size
+        if end > len(bundle):
+            raise ValueError("truncated certificate")
+        out.append(bytes(mv[i:end]))
+        i = end
+    if not out:
+        raise ValueError("empty")
+    return out
+
+
+
+def config_error_loop(hal, log, errors, cfg=None):
+    # Nothing is sent with a bad config. The errors are repeated on the console, the LED shows
+    # the pattern (on status_led_pin when that field itself is valid), and the file is re-read:
+    # a fixed config.json restarts the meter.
+    from firmware.status import StatusLed
+    pin, inverted = None, False
+    if cfg is not None and not [e for e in errors if e.startswith("status_led_")]:
+        pin, inverted = cfg["status_led_pin"], cfg["status_led_inverted"]
+    led = StatusLed(hal.led_setter(pin, inverted), hal.ticks_diff, log)
+    led.show("config-error", hal.ticks_ms())
+    while True:
+        for line in errors:
+            log.error("config", "%s", line)
+        log.error("config", "meter halted: fix %s (README: configuration)", _CONFIG_FILE)
+        start = hal.ticks_ms()
+        while hal.ticks_diff(hal.ticks_ms(), start) < _CONFIG_RETRY_MS:
+            hal.wdt_feed()
+            led.update(hal.ticks_ms())
+            hal.sleep_ms(50)
+        _, _, again = load_config(hal.ssl)
+        if not again:
+            log.info("config", "config.json is valid now; restarting")
+            hal.reset()
+
+
+def crash_pause_ms(store):
+    # 10 s after the first crash, doubling up to 10 min while crashes keep coming within the
+    # first hour after boot; forget_crashes() clears the count after an hour of running.
+    rec = store.read(_CRASH_RECORD) or {}
+    n = rec.get("n", 0) if isinstance(rec.get("n"), int) else 0
+    store.write(_CRASH_RECORD, {"n": n + 1})
+    return min(10000 << min(n, 6), 600000)
+
+
+def forget_crashes(store):
+    store.remove(_CRASH_RECORD)
