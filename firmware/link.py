@@ -25,6 +25,7 @@ _PUBACK = const(0x40)
 _UNSUBACK = const(0xB0)
 _PUBLISH = const(0x30)
 _MAX_PACKET = const(4096)  # the largest thing a meter reads: a provisioning reply, an RPC
+_WBUF = const(256)  # coalesced writes (_Guarded): a whole single-reading PUBLISH fits
 _EMSGSIZE = const(90)
 
 
@@ -80,17 +81,27 @@ class _Ussl:
 
 class _Guarded:
     # What umqtt sees as its socket after connect(): the real (or TLS) socket, with a timeout
-    # that survives wait_msg()'s setblocking(True), and byte counters.
-    def __init__(self, sock, raw, timeout_s, stats):
+    # that survives wait_msg()'s setblocking(True), byte counters, and write coalescing.
+    #
+    # umqtt.simple writes one MQTT packet in up to five pieces (header, topic length, topic,
+    # packet id, payload). Sent as they come, each is a TCP segment, and under TLS a record of
+    # its own (about 29 bytes of overhead each), and Nagle's algorithm holds the later pieces
+    # until the first is acknowledged (delayed ACK: up to 40 ms with the main loop blocked in a
+    # QoS 1 publish). Small pieces are gathered in a buffer allocated once per Link and sent
+    # as one write before anything is read, or when the Link's call ends (flush()).
+    def __init__(self, sock, raw, timeout_s, stats, wbuf):
         self._s = sock
         self._raw = raw  # the TCP socket under TLS: timeouts live there
         self.timeout_s = timeout_s
         self._stats = stats
+        self._wbuf = wbuf
+        self._wn = 0
 
     def setblocking(self, flag):
         if flag:
             self._raw.settimeout(self.timeout_s)
         else:
+            self.flush()  # still blocking (with the timeout): a pending write cannot half-fail
             self._s.setblocking(False)
 
     def read(self, n):
@@ -98,6 +109,7 @@ class _Guarded:
             # umqtt reads a packet body in one call: refusing here, before allocating, is what
             # keeps a hostile or broken server from exhausting the heap.
             raise OSError(_EMSGSIZE)
+        self.flush()
         data = self._s.read(n)
         if data:
             self._stats[1] += len(data)
@@ -106,14 +118,25 @@ class _Guarded:
     def write(self, buf, n=None):
         if n is None:
             n = len(buf)
-            r = self._s.write(buf)
-        else:
-            r = self._s.write(buf, n)
         self._stats[0] += n
-        return r
+        wbuf, k = self._wbuf, self._wn
+        if k + n <= len(wbuf):
+            wbuf[k:k + n] = buf if n == len(buf) else memoryview(buf)[:n]
+            self._wn = k + n
+            return n
+        self.flush()  # a large piece (a batch of readings) goes straight after what is pending
+        return self._s.write(buf, n)
+
+    def flush(self):
+        if self._wn:
+            k, self._wn = self._wn, 0
+            self._s.write(self._wbuf, k)
 
     def close(self):
-        self._s.close()
+        try:
+            self.flush()  # a DISCONNECT, when closing politely
+        finally:
+            self._s.close()
 
 
 class Link:
@@ -129,6 +152,7 @@ class Link:
         self._c = None
         self.on_message = None  # callback(topic: bytes, payload: bytes)
         self.stats = [0, 0]  # bytes sent, bytes received (all connections)
+        self._wbuf = bytearray(_WBUF)
         self.suback = None  # return code of the last SUBACK seen by wait(), None if none
 
     # --- connection -------------------------------------------------------------------------
@@ -167,7 +191,7 @@ class Link:
         except Exception as e:  # DNS, refused, timeout, TLS verification, garbled CONNACK
             self._discard(c)
             raise LinkError("connect to %s:%d failed: %s" % (host, port, describe(e)))
-        c.sock = _Guarded(c.sock, self._factory.raw, self.timeout_s, self.stats)
+        c.sock = _Guarded(c.sock, self._factory.raw, self.timeout_s, self.stats, self._wbuf)
         self._c = c
         return 0
 
@@ -208,6 +232,7 @@ class Link:
             raise LinkError("publish: not connected")
         try:
             self._c.publish(topic, payload, False, qos)
+            self._c.sock.flush()  # QoS 0: nothing is read after it
         except Exception as e:
             self._fail("publish to %s" % topic.decode(), e)
 
@@ -232,6 +257,7 @@ class Link:
             c.sock.write(struct.pack("!H", len(topic)))
             c.sock.write(topic)
             c.sock.write(bytes((qos,)))
+            c.sock.flush()
         except Exception as e:
             self._fail("subscribe to %s" % topic.decode(), e)
 
@@ -243,6 +269,8 @@ class Link:
             op = self._c.check_msg()
             if op is not None:
                 self._after(op)
+            if self._c is not None:
+                self._c.sock.flush()  # e.g. the PUBACK for a QoS 1 message from the server
         except LinkError:
             raise
         except Exception as e:
@@ -289,5 +317,6 @@ class Link:
     def ping(self):
         try:
             self._c.ping()
+            self._c.sock.flush()
         except Exception as e:
             self._fail("ping", e)

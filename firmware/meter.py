@@ -389,10 +389,12 @@ class Meter:
         interval = self.cfg["publish_interval_s"] * 1000
         if self._sample_ms is not None and self.hal.ticks_diff(now, self._sample_ms) < interval:
             return
-        self._sample_ms = now
         ts = self.hal.epoch_ms() if self._time_synced else 0
         if not ts and self.state != RUN:
-            return  # no timestamp and nobody to send it to: the index keeps the energy anyway
+            # No timestamp and nobody to send it to: the index keeps the energy anyway. The
+            # first reading is taken as soon as there is either.
+            return
+        self._sample_ms = now
         # A reading carries the index as it is on flash, never a newer one: after a power cut
         # the meter restarts from the flash copy, and the server must never see the index go
         # backwards. Writing it now when the write budget allows keeps the lag at most

@@ -20,6 +20,9 @@ POINTS = ((80, _SEC_MS), (1600, _MIN_MS), (12000, _HOUR_MS))
 
 class _Bucket:
     # Refills continuously at capacity per window, starting full (as bucket4j's greedy refill).
+    # Integer arithmetic: a float here would be a heap allocation on every check. Whole tokens
+    # are added as time passes; the remainder of the elapsed time is kept (t advances only by
+    # the time the added tokens account for), so nothing is lost to rounding.
     def __init__(self, capacity, window_ms, now):
         self.capacity = capacity
         self.window_ms = window_ms
@@ -28,9 +31,16 @@ class _Bucket:
 
     def level(self, now, ticks_diff):
         dt = ticks_diff(now, self.t)
-        if dt > 0:
-            self.tokens = min(self.capacity, self.tokens + dt * self.capacity / self.window_ms)
+        if dt >= self.window_ms:
+            self.tokens = self.capacity
             self.t = now
+        elif dt > 0 and self.tokens < self.capacity:
+            add = dt * self.capacity // self.window_ms
+            if add:
+                self.tokens = min(self.capacity, self.tokens + add)
+                self.t = now - (dt - add * self.window_ms // self.capacity)
+        elif self.tokens >= self.capacity:
+            self.t = now  # full: idle time does not bank tokens beyond the capacity
         return self.tokens
 
 

@@ -45,11 +45,10 @@ _SLOTS = const(11)  # _HALF0 + 2 * _HLEN
 _MAX_US_GAP_MS = const(480000)
 
 
-def energy_text(index, per_kwh):
-    """kWh for a pulse index, as exact decimal text: integer math only, no float rounding.
-
-    Exact whenever pulses_per_kwh has no prime factor but 2 and 5 (100, 800, 1000, 2000,
-    10000, ...); otherwise rounded to 9 decimals, far below one pulse."""
+def energy_parts(index, per_kwh):
+    """kWh for a pulse index as (whole, fraction, decimal places): integer math only, no float
+    rounding. Exact whenever pulses_per_kwh has no prime factor but 2 and 5 (100, 800, 1000,
+    2000, 10000, ...); otherwise rounded to 9 decimals, far below one pulse."""
     c = per_kwh
     places = 0
     while c % 10 == 0:
@@ -70,10 +69,13 @@ def energy_text(index, per_kwh):
         places = 9
         scale = 10 ** places
         whole, frac = divmod((index * scale + per_kwh // 2) // per_kwh, scale)
-    if places == 0:
-        return "%d" % whole
-    s = "%d" % (frac + scale)  # leading "1" then zero-padded fraction
-    return "%d.%s" % (whole, s[1:])
+    return whole, frac, places
+
+
+def energy_text(index, per_kwh):
+    """kWh for a pulse index, as exact decimal text (see energy_parts)."""
+    whole, frac, places = energy_parts(index, per_kwh)
+    return "%d.%0*d" % (whole, places, frac) if places else "%d" % whole
 
 
 class PulseCounter:

@@ -3,23 +3,30 @@
 # A reading is (ts_ms, pulse_index, power_dw): epoch ms (0 = not synced: the server stamps it
 # on arrival), the cumulative pulse index, and power in tenths of a watt. Text is produced
 # with integer math only, so a payload can never hold NaN, Infinity or null, and the energy is
-# the exact decimal of index / pulses_per_kwh (pulses.energy_text).
+# the exact decimal of index / pulses_per_kwh (pulses.energy_parts).
 #
 # Keys: energy_kwh (running total, never a delta: a lost message loses no energy),
 # power_w, pulses (the raw index, exact for audits). Health goes in its own message.
 
-from firmware.pulses import energy_text
+from firmware.pulses import energy_parts
 
 TOPIC = b"v1/devices/me/telemetry"
 
 
+def _values(index, power_dw, per_kwh):
+    whole, frac, places = energy_parts(index, per_kwh)
+    if places:
+        return b'{"energy_kwh":%d.%0*d,"power_w":%d.%d,"pulses":%d}' % (
+            whole, places, frac, power_dw // 10, power_dw % 10, index)
+    return b'{"energy_kwh":%d,"power_w":%d.%d,"pulses":%d}' % (
+        whole, power_dw // 10, power_dw % 10, index)
+
+
 def point(ts, index, power_dw, per_kwh):
     """One reading as JSON bytes (about 110 of them)."""
-    values = '{"energy_kwh":%s,"power_w":%d.%d,"pulses":%d}' % (
-        energy_text(index, per_kwh), power_dw // 10, power_dw % 10, index)
     if ts:
-        return ('{"ts":%d,"values":%s}' % (ts, values)).encode()
-    return values.encode()
+        return b'{"ts":%d,"values":%s}' % (ts, _values(index, power_dw, per_kwh))
+    return _values(index, power_dw, per_kwh)
 
 
 class Payload:
@@ -27,7 +34,8 @@ class Payload:
 
     A batch of readings is ~2 KB; building it as one string (join, then encode) needs two
     such blocks contiguous on a heap that fragments over days. Here each reading is formatted
-    on its own (~110 bytes) and copied in; nothing larger is ever requested."""
+    in two short pieces (its timestamp, its values: each well under 100 bytes) and copied in;
+    nothing larger is ever requested."""
 
     def __init__(self, size=2560):
         self._buf = bytearray(size)
@@ -42,15 +50,21 @@ class Payload:
             buf[0] = 0x5B  # [
             n = 1
         for r in readings:
-            p = point(r[0], r[1], r[2], per_kwh)
-            need = len(p) + (1 if used else 0) + 1
-            if n + need > len(buf):
+            head = b'{"ts":%d,"values":' % r[0] if r[0] else b""
+            body = _values(r[1], r[2], per_kwh)
+            k = len(head) + len(body)
+            if n + k + 3 > len(buf):  # the reading, a comma, a closing brace and bracket
                 break
             if used:
                 buf[n] = 0x2C  # ,
                 n += 1
-            buf[n:n + len(p)] = p
-            n += len(p)
+            buf[n:n + len(head)] = head
+            n += len(head)
+            buf[n:n + len(body)] = body
+            n += len(body)
+            if head:
+                buf[n] = 0x7D  # }
+                n += 1
             used += 1
         if not single:
             buf[n] = 0x5D  # ]

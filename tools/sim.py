@@ -129,11 +129,15 @@ def summary(sim, meters, trains):
         pulses = lt.get("pulses")
         energy = lt.get("energy_kwh")
         injected = m.pulses_delivered
+        powers = sorted(p["values"]["power_w"] for p in sim.telemetry(name)
+                        if p["values"].get("power_w"))
         result.append({
             "meter": name, "pulses_injected": injected, "server_pulses": pulses,
             "server_energy_kwh": energy, "expected_energy_kwh": injected / PER_KWH,
             "agree": pulses == injected and energy is not None and abs(energy - injected / PER_KWH) < 1e-9,
             "telemetry_messages": dev.get("telemetryCount", 0),
+            # the median of the non-zero power readings the server holds (W)
+            "server_power_w_median": powers[len(powers) // 2] if powers else None,
             "attributes": dev.get("clientAttributes", {}).get("CUPs") is not None,
             "boots": m.boots,
         })

@@ -57,7 +57,9 @@ class FileBlockDev:
 
     def writeblocks(self, n, buf, off=0):
         if self.delay_ms:
-            time.sleep_ms(self.delay_ms)  # a slow flash chip: the main thread is blocked here
+            # A slow flash chip: the main thread is blocked here, soft IRQs included (time.sleep
+            # runs no scheduled callbacks on this port; time.sleep_ms would).
+            time.sleep(self.delay_ms / 1000)
         self._f.seek(n * _BLOCK + off)
         self._f.write(buf)
 

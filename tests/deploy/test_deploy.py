@@ -30,13 +30,11 @@ def sim():
     s.stop()
 
 
-def make_config(tmp_path, sim_port, name="meter-0042", token=True, **extra):
+def make_config(tmp_path, sim_port, name="meter-0042", **extra):
     args = ["one", "--out", str(tmp_path / "devices"), "--name", name, "--cups", cups_for(42),
             "--supplier-key", SUPPLIER, "--wifi-ssid", "site", "--wifi-password", WIFI_PASSWORD,
             "--provision-key", KEY, "--provision-secret", SECRET, "--pulse-pin", "4",
-            "--tb-host", "127.0.0.1", "--tb-port", str(sim_port)] + (
-                ["--generate-token"] if token else []) + [
-            "--force",
+            "--tb-host", "127.0.0.1", "--tb-port", str(sim_port), "--generate-token", "--force",
             "--set", "tb_tls=false", "--set", "tb_plain_ok=true",
             "--set", "publish_interval_s=5", "--set", "health_interval_s=0"]
     for k, v in extra.items():
@@ -51,10 +49,7 @@ def snapshot(board):
 
 
 def test_deploy_status_then_the_deployed_files_boot_and_report(tmp_path, board, sim):
-    # No access token in this meter's config: with one, the firmware as of this writing runs
-    # out of its ESP32-sized heap when it provisions (reported to the firmware's owners; the
-    # e2e tests cover the token path with shorter values).
-    cfg_path = make_config(tmp_path, sim.mqtt_port, token=False)
+    cfg_path = make_config(tmp_path, sim.mqtt_port)  # with a generated device token
     r = make("deploy", PORT=board.port, CONFIG=cfg_path)  # MARCH defaults to xtensawin
     assert r.returncode == 0, r.stdout + r.stderr
     assert "installing it to lib/umqtt" in r.stdout
@@ -79,7 +74,7 @@ def test_deploy_status_then_the_deployed_files_boot_and_report(tmp_path, board, 
     assert snapshot(board) == before
 
     # A changed config: only config.json travels.
-    make_config(tmp_path, sim.mqtt_port, token=False, pulses_per_kwh=800)  # the same file
+    make_config(tmp_path, sim.mqtt_port, pulses_per_kwh=800)  # rewrites the same file
     r = make("deploy", PORT=board.port, CONFIG=cfg_path)
     assert r.returncode == 0 and "1 file(s) copied" in r.stdout, r.stdout + r.stderr
     after = snapshot(board)
@@ -89,7 +84,8 @@ def test_deploy_status_then_the_deployed_files_boot_and_report(tmp_path, board, 
     r = make("status", PORT=board.port)
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
-    for secret in (SUPPLIER, WIFI_PASSWORD, KEY, SECRET):
+    token = json.load(open(cfg_path))["access_token"]
+    for secret in (SUPPLIER, WIFI_PASSWORD, KEY, SECRET, token):
         assert secret not in out
     assert "meter-0042" in out and cups_for(42) in out and "800 per kWh" in out
     assert "provisioned       no" in out and "not sent yet" in out
@@ -111,13 +107,13 @@ def test_deploy_status_then_the_deployed_files_boot_and_report(tmp_path, board, 
         m.pulse(5)
         assert m.wait_for(r"pattern run", 5)
         creds, attrs = m.record("creds"), m.record("attrs")
-        assert creds and creds["type"] == "ACCESS_TOKEN"
+        assert creds == {"type": "ACCESS_TOKEN", "token": token}  # the device-supplied one
         raw_state = {n: m.read_file("state/%s.json" % n) for n in ("creds", "attrs")}
     finally:
         m.close()
     text = m.text()
     assert "Traceback" not in text and "MemoryError" not in text
-    for secret in (SUPPLIER, WIFI_PASSWORD, SECRET):
+    for secret in (SUPPLIER, WIFI_PASSWORD, SECRET, token):
         assert secret not in text
 
     # The state that boot left on flash, put on the board: status now tells the story.

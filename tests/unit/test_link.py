@@ -108,3 +108,63 @@ def test_byte_counters():
     before = link.stats[0]
     link.publish(b"t", b"{}", 0)
     assert link.stats[0] > before
+
+
+class _Recorder:
+    """A socket that records each write() call as the network would see it (one segment)."""
+
+    def __init__(self):
+        self.writes = []
+        self.blocking = True
+        self.inbound = b"\x40\x02\x00\x01"
+
+    def write(self, buf, n=None):
+        self.writes.append(bytes(buf[:n] if n is not None else buf))
+        return len(self.writes[-1])
+
+    def read(self, n):
+        data, self.inbound = self.inbound[:n], self.inbound[n:]
+        return data
+
+    def setblocking(self, flag):
+        self.blocking = flag
+
+    def settimeout(self, t):
+        self.blocking = True
+
+    def close(self):
+        pass
+
+
+def test_the_pieces_of_one_packet_leave_as_one_write():
+    from firmware.link import _Guarded
+    raw = _Recorder()
+    stats = [0, 0]
+    g = _Guarded(raw, raw, 5, stats, bytearray(256))
+    # umqtt.simple's QoS 1 PUBLISH: header (written with a length), topic length, topic,
+    # packet id, payload; then it reads the PUBACK.
+    g.write(bytearray(b"\x32\x2b\0\0"), 2)
+    g.write(b"\x00\x17")
+    g.write(b"v1/devices/me/telemetry")
+    g.write(bytearray(b"\x00\x01\0\0"), 2)
+    g.write(b'{"pulses":12345}')
+    assert raw.writes == []  # nothing sent yet
+    assert g.read(1) == b"\x40"  # reading flushes first
+    assert raw.writes == [b"\x32\x2b\x00\x17v1/devices/me/telemetry\x00\x01{\"pulses\":12345}"]
+    assert stats[0] == 45 and stats[1] == 1
+
+
+def test_a_large_payload_follows_the_pending_pieces_and_nonblocking_flushes_first():
+    from firmware.link import _Guarded
+    raw = _Recorder()
+    g = _Guarded(raw, raw, 5, [0, 0], bytearray(64))
+    g.write(b"\x32\xff\x01")
+    big = b"[" + b"x" * 300 + b"]"
+    g.write(big)
+    assert raw.writes == [b"\x32\xff\x01", big]
+    g.write(b"\x40\x02\x00\x07")  # a PUBACK for the server, then umqtt polls (non-blocking)
+    g.setblocking(False)
+    assert raw.writes[-1] == b"\x40\x02\x00\x07" and raw.blocking is False
+    g.write(b"\xe0\x00")
+    g.close()
+    assert raw.writes[-1] == b"\xe0\x00"

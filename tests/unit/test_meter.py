@@ -439,7 +439,14 @@ def test_readings_taken_while_offline_are_sent_in_order_after_reconnecting():
             if "values" in p and "pulses" in p["values"]:
                 pts.append((p["ts"], p["values"]["pulses"]))
     assert [t for t, _ in pts] == sorted(t for t, _ in pts)
-    assert len(pts) == 5 and pts[-1][1] == 15  # one reading a minute, none lost
+    # The reading taken at boot, then one a minute through the outage: none lost.
+    assert len(pts) == 6 and pts[0][1] == 0 and pts[-1][1] == 15
+
+
+def test_the_first_reading_is_taken_as_soon_as_the_clock_is_synced_not_an_interval_later():
+    rig = Rig(provisioned())  # publish_interval_s 60
+    assert rig.run(60_000, lambda: in_run(rig))
+    assert rig.run(2_000, lambda: any("pulses" in m.get("values", m) for m in rig.broker.messages(TELE)))
 
 
 def test_time_sync_failure_continues_with_server_time():
