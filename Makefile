@@ -27,8 +27,14 @@ lib/umqtt/simple.py: requirements-mpy.txt tools/fetch_mpy_lib.py | $(VENV)/.stam
 
 lib: lib/umqtt/simple.py
 
+# Two runs: everything but the end-to-end tests, one test at a time; then the end-to-end tests
+# E2E_JOBS at a time (each boots virtual meters and mostly waits on real time, so they overlap
+# well even on 2 cores). The device tree is built first, once, for every worker.
+E2E_JOBS ?= 4
 test: venv lib typings
-	$(PY) -m pytest -q tests
+	$(PY) tools/build_device.py build/device
+	$(PY) -m pytest -q tests --ignore=tests/e2e
+	$(PY) -m pytest -q -n $(E2E_JOBS) tests/e2e
 
 # The firmware on the MicroPython Unix port against tools/tbsim, metering a simulated household.
 # METERS=N  LOAD_W=W (constant load)  DURATION=S  REPORT=file.json  SPEEDUP=X (daily profile)
@@ -91,3 +97,28 @@ typings: typings/.stamp
 
 typecheck: typings
 	$(VENV)/bin/pyright -p pyright-esp32.json
+
+# --- Fleet outage and the shipped CA (issue 6) ------------------------------------------------
+# make fleet [METERS=200] [OUTAGE=60] [REPORT=fleet.json]: N virtual meters, tbsim stopped for
+# OUTAGE s and restarted; reconnect peak, time to all publishing, readings lost (docs/fleet.md).
+# make ca: the ThingsBoard Cloud root CAs as the DER bundle a meter trusts (tools/cloud_ca.py);
+# make build and make deploy make it too.
+.PHONY: fleet ca
+
+fleet: venv lib
+	$(PY) -m tools.fleet $(if $(METERS),--meters $(METERS)) $(if $(OUTAGE),--outage $(OUTAGE)) \
+		$(if $(REPORT),--report $(REPORT))
+
+CA_BUNDLE := build/ca/thingsboard-cloud.der
+$(CA_BUNDLE): tools/cloud_ca.py $(wildcard /usr/share/ca-certificates/mozilla/ISRG_Root_X*.crt) \
+		| $(VENV)/.stamp
+	$(PY) tools/cloud_ca.py --out $@
+
+ca: $(CA_BUNDLE)
+
+build deploy: $(CA_BUNDLE)
+
+# The firmware's figures beside a naive baseline's, on the MicroPython Unix port against
+# tools/tbsim (docs/benchmarks.md): prints the table, writes bench/results.json. About 6 min.
+bench: venv lib
+	$(PY) -m tools.bench

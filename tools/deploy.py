@@ -6,7 +6,9 @@
 
 deploy, in this order, and nothing on the board is changed until every check passed:
 1. the config is validated by firmware/config.py (the meter's own rules) and, with TLS, the CA
-   file is checked to be DER (the board's mbedTLS rejects PEM);
+   file is checked to be DER (the board's mbedTLS rejects PEM). Without --ca, a meter that
+   talks TLS to ThingsBoard Cloud (tb_host mqtt.thingsboard.cloud, tb_ca ca.der) gets the CA
+   bundle that ships with the firmware, build/ca/thingsboard-cloud.der (tools/cloud_ca.py);
 2. firmware/ and lib/umqtt are compiled with mpy-cross (tools/build_device.py);
 3. the board is asked (read-only) for its .mpy version and architecture, whether its firmware
    already has umqtt.simple, and whether the CA file is on it; an incompatible board stops here;
@@ -32,7 +34,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from tools import build_device  # noqa: E402
+from firmware.config import DEFAULT_HOST, FIELDS  # noqa: E402
+from tools import build_device, cloud_ca  # noqa: E402
 from tools.meterconfig import check_file  # noqa: E402
 
 MPREMOTE = os.path.join(os.path.dirname(sys.executable), "mpremote")
@@ -85,6 +88,28 @@ def umqtt_files(tree):
     d = os.path.join(tree, "lib", "umqtt")
     return [(os.path.join(d, f), "lib/umqtt/" + f) for f in sorted(os.listdir(d))
             if f.endswith(".mpy")]
+
+
+def shipped_ca_applies(cfg):
+    """The CA bundle that ships with the firmware (tools/cloud_ca.py) goes onto the board when
+    the meter talks TLS to ThingsBoard Cloud under the default CA file name. Another host has
+    its own CA (CA=); another tb_ca name is the technician's own CA, which deploy leaves alone
+    once it is on the board (docs/deploy.md: "Giving meters another CA")."""
+    return (cfg["tb_tls"] and cfg["tb_host"] == DEFAULT_HOST
+            and cfg["tb_ca"] == FIELDS["tb_ca"][1])
+
+
+def shipped_ca(log=print):
+    """The bundle's path, built now when make has not built it (tools/deploy.py run alone)."""
+    if not os.path.exists(cloud_ca.OUT):
+        try:
+            cloud_ca.build(log=log)
+        except cloud_ca.CAError as e:
+            raise DeployError("the ThingsBoard Cloud CA bundle could not be built: %s" % e)
+    check_ca(cloud_ca.OUT)
+    log("deploy: CA for %s: %s (tools/cloud_ca.py; CA= overrides)" % (
+        DEFAULT_HOST, os.path.relpath(cloud_ca.OUT, ROOT)))
+    return cloud_ca.OUT
 
 
 # --- the board ---------------------------------------------------------------------------------
@@ -192,6 +217,8 @@ def deploy(port, config_path, ca=None, march="xtensawin", frozen=False, reset=Tr
         if not cfg["tb_tls"]:
             raise DeployError("CA given but tb_tls is false in %s" % config_path)
         check_ca(ca)
+    elif shipped_ca_applies(cfg):
+        ca = shipped_ca(log)
     tree = out or os.path.join(ROOT, "build", "device-" + (march or "bytecode"))
     n = build_device.build(tree, march or None)
     log("deploy: built %s (%d file(s) compiled)" % (os.path.relpath(tree, ROOT), n))
@@ -299,7 +326,8 @@ def main(argv=None):
     d = sub.add_parser("deploy")
     d.add_argument("--port", default="")
     d.add_argument("--config", required=True)
-    d.add_argument("--ca", help="the server's CA certificate (DER), copied as tb_ca")
+    d.add_argument("--ca", help="the server's CA certificate (DER), copied as tb_ca; default for "
+                                "ThingsBoard Cloud: the shipped bundle (tools/cloud_ca.py)")
     d.add_argument("--march", default="xtensawin", help="mpy-cross -march ('' for none)")
     d.add_argument("--frozen", action="store_true",
                    help="the firmware image has firmware/ frozen in: copy only main.py, "

@@ -1,0 +1,6 @@
+"""The fleet tool's figures (tools/fleetstats.py), checked on made-up events and series."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
