@@ -8,9 +8,6 @@
 import sys
 
 import micropython
-from micropython import const
-
-_NAMES_RESERVE = const(7424)  # one growth of the interned-name table (build())
 
 
 def build(hal, log, store, payload):
@@ -18,14 +15,14 @@ def build(hal, log, store, payload):
     # meter's code is loaded into the room the boot-only code left: the two never need the
     # heap at the same time.
     #
-    # MicroPython interns names (identifiers, short strings, every one-character string made
-    # by iterating or indexing a str) in a table that grows by doubling, one block at a time.
-    # This firmware's names fill the table to just under a doubling, and the next block is
-    # about 7 KB on a 64-bit build (5 KB on ESP32): on a fragmented heap no such block exists,
-    # and whatever interns a name then fails with `memory allocation failed, allocating 640
-    # bytes` (640: the entries). So a block is set aside first, and given back just before the
-    # growth is forced, at a known point; afterwards the table has room for hundreds more.
-    reserve = bytearray(_NAMES_RESERVE)
+    # MicroPython interns names (identifiers, short strings, module names, and every
+    # one-character string made by iterating or indexing a str) in a table of pools that
+    # double: past about 620 names the next pool is one block of about 7 KB (5 KB on ESP32),
+    # which a fragmented heap does not have, and whatever interns a name then fails with
+    # `memory allocation failed, allocating 640 bytes` (640: the entries). The firmware stays
+    # well below it, with every module it can load (tests/unix: the budget): private constants
+    # are const() (no name kept), strings are checked as bytes, and tracebacks name modules
+    # by their dotted name (tools/build_device.py), which is interned anyway.
     import gc
     from firmware import startup, unload
 
@@ -33,7 +30,6 @@ def build(hal, log, store, payload):
     cfg, tls, errors = startup.load_config(hal.ssl)
     hal.wdt_start((cfg["wdt_timeout_s"] if not errors else 120) * 1000)
     if errors:
-        del reserve
         startup.config_error_loop(hal, log, errors, cfg)  # does not return
     forget_crashes = startup.forget_crashes
     del startup
@@ -50,10 +46,6 @@ def build(hal, log, store, payload):
     from firmware.pulses import PulseCounter
     from firmware.remote import Remote
     from firmware.status import StatusLed
-    del reserve
-    gc.collect()
-    for _ch in bytes(range(32, 127)).decode():  # all of printable ASCII: the table grows now
-        pass
 
     pulses = PulseCounter(hal.ticks_us, hal.ticks_diff, cfg["pulses_per_kwh"],
                           cfg["pulse_min_interval_ms"], cfg["zero_power_timeout_s"])

@@ -10,8 +10,10 @@ import json
 from hashlib import sha256
 from binascii import hexlify
 
+from micropython import const
+
 TOPIC = b"v1/devices/me/attributes"
-_RECORD = "attrs"
+_RECORD = const("attrs")
 
 
 def payload(cfg):

@@ -26,7 +26,7 @@ from micropython import const
 
 from firmware.readings import ReadingQueue
 
-_DIR = "state/buf"
+_DIR = const("state/buf")
 _REC = const(20)  # struct "<qqi"
 _CHUNK_MAX = const(120)  # readings per chunk file: 2.4 KB, one LittleFS block
 _SPILL = const(20)  # readings moved to flash at a time

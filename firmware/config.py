@@ -5,6 +5,12 @@
 # Every problem is reported as one line "<field>: <reason>"; all problems are reported
 # at once so a technician fixes the file in one go. Values are never echoed for secret fields.
 
+try:
+    from micropython import const  # pyright: ignore[reportAssignmentType]  (CPython fallback below)
+except ImportError:  # CPython: the host tools share this module (tools/meterconfig.py)
+    def const(value):
+        return value
+
 from firmware.cups import cups_error
 
 DEFAULT_HOST = "mqtt.thingsboard.cloud"
@@ -12,12 +18,12 @@ DEFAULT_SUPPLIER_ATTR = "Power_suppier_secret_key"  # sic: the platform's rule c
 DEFAULT_CUPS_ATTR = "CUPs"
 
 # Kinds
-_STR = 0      # printable string
-_INT = 2
-_BOOL = 3
-_CHOICE = 4
-_OPTSTR = 5   # string or null/absent
-_OPTINT = 6   # int or null/absent
+_STR = const(0)  # printable string
+_INT = const(2)
+_BOOL = const(3)
+_CHOICE = const(4)
+_OPTSTR = const(5)  # string or null/absent
+_OPTINT = const(6)  # int or null/absent
 
 # name: (kind, default, required, extra)
 #   extra: (min, max) for ints, tuple of choices for _CHOICE, (min_len, max_len) for strings
@@ -73,8 +79,10 @@ def _check_text(value, lo, hi):
         if lo == hi:
             return "must be %d characters, got %d" % (lo, n)
         return "must be %d to %d characters, got %d" % (lo, hi, n)
-    for ch in value:
-        if ord(ch) < 32 or ord(ch) == 127:
+    # Over the UTF-8 bytes, not the characters: iterating a str makes one-character strings,
+    # which MicroPython interns for good (main.py: the interned-name table must not grow).
+    for b in value.encode():
+        if b < 32 or b == 127:
             return "must not contain control characters"
     if lo > 0 and not value.strip():
         return "must not be blank"

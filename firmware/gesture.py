@@ -10,7 +10,9 @@
 # destroys working credentials (they are replaced only by ones the platform just issued), and
 # sending the attributes again is idempotent.
 
-_RECORD = "boot"
+from micropython import const
+
+_RECORD = const("boot")
 
 
 class BootGesture:

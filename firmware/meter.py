@@ -43,10 +43,10 @@ _BATCH_GROW_AFTER = const(20)  # acknowledged messages at a reduced batch size b
 _PUBLISH_GAP_MS = const(500)  # between telemetry messages when replaying a backlog
 _HEALTHY_MS = const(3600000)
 _LED_FOR = {WIFI: "wifi", RUN: "run"}  # every other state: "connecting"
-_PULSES_RECORD = "pulses"
-_ERROR_RECORD = "lasterr"
+_PULSES_RECORD = const("pulses")
+_ERROR_RECORD = const("lasterr")
 _ERROR_SAVE_MS = const(60000)
-_CREDS_RECORD = "creds"
+_CREDS_RECORD = const("creds")
 
 
 class Meter:

@@ -21,10 +21,10 @@ from firmware.log import mask
 
 REQUEST_TOPIC = b"/provision/request"
 RESPONSE_TOPIC = b"/provision/response"
-_PROVISION = "provision"
+_PROVISION = const("provision")
 _REPLY_TIMEOUT_MS = const(15000)
 _GESTURE_FALLBACK_TRIES = const(3)
-_CREDS_RECORD = "creds"
+_CREDS_RECORD = const("creds")
 
 # Outcomes
 SUCCESS = "SUCCESS"

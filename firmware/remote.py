@@ -22,13 +22,13 @@ from micropython import const
 
 from firmware import creds as credentials
 
-_RPC_FILTER = b"v1/devices/me/rpc/request/+"
-_ATTR_TOPIC = b"v1/devices/me/attributes"
-_ATTR_REQUEST = b"v1/devices/me/attributes/request/1"
-_ATTR_RESPONSE = b"v1/devices/me/attributes/response/1"
-_RPC_PREFIX = b"v1/devices/me/rpc/request/"
-_RPC_REPLY = "v1/devices/me/rpc/response/%s"
-_INTERVAL_KEY = "publish_interval_s"
+_RPC_FILTER = const(b"v1/devices/me/rpc/request/+")
+_ATTR_TOPIC = const(b"v1/devices/me/attributes")
+_ATTR_REQUEST = const(b"v1/devices/me/attributes/request/1")
+_ATTR_RESPONSE = const(b"v1/devices/me/attributes/response/1")
+_RPC_PREFIX = const(b"v1/devices/me/rpc/request/")
+_RPC_REPLY = const("v1/devices/me/rpc/response/%s")
+_INTERVAL_KEY = const("publish_interval_s")
 _INBOX = const(4)
 
 

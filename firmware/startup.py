@@ -2,9 +2,15 @@
 # unloaded once the meter runs: config loading, the TLS context, the bad-config halt, the
 # crash counter.
 
-_CONFIG_FILE = "config.json"
-_CRASH_RECORD = "crash"
-_CONFIG_RETRY_MS = 30000
+try:
+    from micropython import const  # pyright: ignore[reportAssignmentType]  (CPython fallback below)
+except ImportError:  # CPython: the deploy tests check the DER reader (tests/deploy)
+    def const(value):
+        return value
+
+_CONFIG_FILE = const("config.json")
+_CRASH_RECORD = const("crash")
+_CONFIG_RETRY_MS = const(30000)
 
 
 def read(path, mode="r"):

@@ -13,7 +13,9 @@ import json
 import os
 from binascii import crc32
 
-_DIR = "state"
+from micropython import const
+
+_DIR = const("state")
 
 
 class Store:

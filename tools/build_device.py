@@ -32,6 +32,14 @@ def sources():
     return out
 
 
+def source_name(rel):
+    """The name tracebacks show for a module: its dotted name ("firmware.meter"), which the
+    board interns anyway as the module's name. A path ("firmware/meter.py") would be one more
+    interned string per module, in a table that must not grow (main.py)."""
+    name = rel.replace("lib/", "").replace("/", ".")
+    return name[:-len(".__init__")] if name.endswith(".__init__") else name
+
+
 def build(out_dir, march=None):
     if not os.path.exists(os.path.join(ROOT, "lib", "umqtt", "simple.py")):
         sys.exit("build_device: lib/umqtt/simple.py missing; run `make lib` first")
@@ -41,7 +49,7 @@ def build(out_dir, march=None):
         if os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src):
             continue
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        cmd = [MPY_CROSS, "-O2", "-s", rel.replace("lib/", "") + ".py", "-o", dst, src]
+        cmd = [MPY_CROSS, "-O2", "-s", source_name(rel), "-o", dst, src]
         if march:
             cmd.insert(1, "-march=" + march)
         subprocess.run(cmd, check=True)

@@ -26,12 +26,13 @@ import sys
 import time
 
 import micropython
+from micropython import const
 
 RESET_EXIT_CODE = 3
-_BLOCK = 4096
-_ERASE_CHUNK = 256
-_BLOCKS = 512  # 2 MiB, the data partition of a 4 MiB ESP32 module
-_NET_CHECK_MS = 200
+_BLOCK = const(4096)
+_ERASE_CHUNK = const(256)
+_BLOCKS = const(512)  # 2 MiB, the data partition of a 4 MiB ESP32 module
+_NET_CHECK_MS = const(200)
 
 
 class FileBlockDev:

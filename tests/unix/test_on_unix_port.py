@@ -1,5 +1,14 @@
 """Logic proven on the real MicroPython runtime (the Unix port), not only on CPython."""
 
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from tools.meterhost import MICROPYTHON, ensure_device_tree  # noqa: E402
 
 def test_interrupt_handler_allocates_nothing_under_heap_lock(upy):
     r = upy("tests/unix/isr_heap_lock.py")
@@ -17,3 +26,22 @@ def test_a_full_telemetry_batch_builds_on_a_fragmented_heap(upy):
     r = upy("tests/unix/payload_fragmented.py", heap="64K")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "PAYLOAD OK: 20 readings" in r.stdout
+
+
+def test_the_interned_name_table_stays_below_its_next_doubling():
+    # MicroPython interns names in pools that double: after ~620 names the next pool is one
+    # block of about 7 KB (5 KB on ESP32), which a fragmented 110 KB heap does not have, and
+    # whatever interns a name then fails ("memory allocation failed, allocating 640 bytes").
+    # Every module the firmware can load, plus a config check with secrets of every printable
+    # character, must stay well below that, leaving room for main.py's own names. If this
+    # fails: fewer module-level names (const() for private constants), no str iteration or
+    # indexing (one-character strings are interned), or an explicit early growth in main.py.
+    device = ensure_device_tree()
+    env = dict(os.environ, MICROPYPATH=os.path.join(device, "lib") + ":" + device + ":.frozen")
+    r = subprocess.run([MICROPYTHON, "-X", "heapsize=2M", "tests/unix/qstr_budget.py"], cwd=ROOT,
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = re.search(r"n_pool=(\d+), n_qstr=(\d+)", r.stdout)
+    assert m, r.stdout
+    n_qstr = int(m.group(2))
+    assert n_qstr <= 580, "%d interned names: the budget is 580 (the table doubles at ~620)" % n_qstr

@@ -1,0 +1,37 @@
+# Runs on the MicroPython Unix port against the device tree (the .mpy files as deployed):
+# loads every module the firmware can ever load, checks a config as the boot does (secrets
+# with all kinds of characters), and prints MicroPython's interned-name table.
+# tests/unix/test_on_unix_port.py holds the count against the budget; main.py says why.
+
+import micropython
+
+import firmware.attributes  # noqa: F401
+import firmware.backlog  # noqa: F401
+import firmware.backoff  # noqa: F401
+import firmware.config
+import firmware.creds  # noqa: F401
+import firmware.cups  # noqa: F401
+import firmware.gesture  # noqa: F401
+import firmware.hal.unix  # noqa: F401
+import firmware.link  # noqa: F401
+import firmware.log  # noqa: F401
+import firmware.meter  # noqa: F401
+import firmware.pacing  # noqa: F401
+import firmware.provision  # noqa: F401
+import firmware.pulses  # noqa: F401
+import firmware.readings  # noqa: F401
+import firmware.remote  # noqa: F401
+import firmware.startup  # noqa: F401
+import firmware.status  # noqa: F401
+import firmware.store  # noqa: F401
+import firmware.telemetry  # noqa: F401
+import umqtt.simple  # noqa: F401
+
+_ALL = "".join("%c" % c for c in range(33, 127))  # every printable character, in secrets
+cfg, errors = firmware.config.validate({
+    "wifi_ssid": "site wifi " + _ALL[:20], "wifi_password": _ALL[20:80],
+    "provision_key": _ALL, "provision_secret": _ALL[3:] + _ALL[:3], "supplier_key": _ALL[5:90],
+    "access_token": _ALL[10:70], "device_name": "meter-" + _ALL[40:60],
+    "cups": "ES0021000000012345DZ0F", "pulse_pin": 4})
+assert not errors, errors
+micropython.qstr_info()
