@@ -10,7 +10,7 @@ import sys
 import micropython
 
 
-def build(hal, log, store, payload):
+def build(hal, log, store, payload, crashes):
     # Boot-only work first (reading and checking the config, the TLS context), then the
     # meter's code is loaded into the room the boot-only code left: the two never need the
     # heap at the same time.
@@ -31,7 +31,6 @@ def build(hal, log, store, payload):
     hal.wdt_start((cfg["wdt_timeout_s"] if not errors else 120) * 1000)
     if errors:
         startup.config_error_loop(hal, log, errors, cfg)  # does not return
-    forget_crashes = startup.forget_crashes
     del startup
     unload("startup")
     gc.collect()
@@ -59,7 +58,7 @@ def build(hal, log, store, payload):
                     hal.ticks_diff, log)
     return Meter(hal, cfg, store, link, pulses, Backlog(log, cfg["buffer_points"]), log,
                  random.random, name, tls=tls, gesture=gesture, led=led,
-                 extensions=Remote(log), on_healthy=lambda: forget_crashes(store),
+                 extensions=Remote(log), on_healthy=lambda: crashes.forget(store),
                  payload=payload)
 
 
@@ -69,6 +68,7 @@ def main():
     except AttributeError:
         pass  # not on the Unix port
     import gc
+    from firmware import crashes
     from firmware.log import Log
     from firmware.store import Store
     from firmware.telemetry import Payload
@@ -86,7 +86,7 @@ def main():
     meter = None
     try:
         log.info("main", "meter firmware starting on %s", hal.name)
-        meter = build(hal, log, store, payload)
+        meter = build(hal, log, store, payload, crashes)
         gc.collect()
         # Collect early, before the heap fragments (docs/reference/constrained.rst).
         gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())
@@ -99,8 +99,7 @@ def main():
         _save(meter, log)  # a power cut during the pause must not lose the index
         pause = 10000
         try:
-            from firmware.startup import crash_pause_ms
-            pause = crash_pause_ms(store)
+            pause = crashes.pause_ms(store)
         except Exception as e2:
             log.error("main", "while saving state: %r", e2)
         log.error("main", "resetting in %d s", pause // 1000)

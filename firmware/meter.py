@@ -181,6 +181,11 @@ class Meter:
             self._show("waiting")
         return delay
 
+    def keep_credentials(self, creds):
+        # On flash before they are used: a power cut after this finds them.
+        self.store.write(_CREDS_RECORD, creds)
+        self.creds = creds
+
     def backoff_reset(self):
         # The platform answered: the next failure starts the backoff from the bottom again.
         self._backoff.reset()
@@ -288,8 +293,7 @@ class Meter:
         if rc == 0:
             if self.candidate is not None:
                 # The platform accepted the configured token: the device is ours.
-                self.store.write(_CREDS_RECORD, creds)
-                self.creds = creds
+                self.keep_credentials(creds)
                 self.candidate = None
                 self.log.info("connect", "device token accepted; stored as credentials")
             self.rejected = False

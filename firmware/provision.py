@@ -18,13 +18,13 @@ from micropython import const
 
 from firmware import creds as credentials
 from firmware.log import mask
+from firmware.meter import CONNECT, PROVISION  # loaded: only the Meter calls step()
 
 REQUEST_TOPIC = b"/provision/request"
 RESPONSE_TOPIC = b"/provision/response"
 _PROVISION = const("provision")
 _REPLY_TIMEOUT_MS = const(15000)
 _GESTURE_FALLBACK_TRIES = const(3)
-_CREDS_RECORD = const("creds")
 
 # Outcomes
 SUCCESS = "SUCCESS"
@@ -138,13 +138,12 @@ def step(m):
         # Store before use: a power cut after this line finds the new credentials; before
         # it, the platform holds a device whose token we never saw (§2.8), which the
         # device-supplied token (if configured) or an administrator recovers.
-        m.store.write(_CREDS_RECORD, creds)
-        m.creds = creds
+        m.keep_credentials(creds)
         m.rejected = False
         m.reprovision = False
         log.info("provision", "SUCCESS: %s credentials stored", credentials.describe(creds))
         m.backoff_reset()
-        m.goto("connect")
+        m.goto(CONNECT)
         return
     if outcome in (NOT_FOUND, FAILURE):
         hint = _HINT[outcome]
@@ -155,12 +154,12 @@ def step(m):
             m.candidate = {"type": "ACCESS_TOKEN", "token": cfg["access_token"]}
             log.info("provision", "trying the configured device token %s",
                      mask(cfg["access_token"]))
-            m.goto("connect")
+            m.goto(CONNECT)
         elif gesture:
             log.info("provision", "keeping the working credentials")
-            m.goto("connect")
+            m.goto(CONNECT)
         else:
-            delay = m.retry("connect" if m.creds else "provision", slow=True)
+            delay = m.retry(CONNECT if m.creds else PROVISION, slow=True)
             log.warn("provision", "retrying in %d min", delay // 60000)
         return
     # NO_REPLY / BAD_REPLY: the platform did not decide anything; try again soon.
@@ -171,6 +170,6 @@ def step(m):
             log.warn("provision", "giving up the requested re-provisioning for now; "
                                   "keeping the working credentials")
             m.reprovision = False
-            m.goto("connect")
+            m.goto(CONNECT)
             return
-    m.retry("provision")
+    m.retry(PROVISION)

@@ -1,6 +1,5 @@
 # Boot-only steps, kept out of main.py so that their code is compiled ahead (.mpy) and can be
-# unloaded once the meter runs: config loading, the TLS context, the bad-config halt, the
-# crash counter.
+# unloaded once the meter runs: config loading, the TLS context, the bad-config halt.
 
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]  (CPython fallback below)
@@ -9,7 +8,6 @@ except ImportError:  # CPython: the deploy tests check the DER reader (tests/dep
         return value
 
 _CONFIG_FILE = const("config.json")
-_CRASH_RECORD = const("crash")
 _CONFIG_RETRY_MS = const(30000)
 
 
@@ -113,15 +111,3 @@ def config_error_loop(hal, log, errors, cfg=None):
             log.info("config", "config.json is valid now; restarting")
             hal.reset()
 
-
-def crash_pause_ms(store):
-    # 10 s after the first crash, doubling up to 10 min while crashes keep coming within the
-    # first hour after boot; forget_crashes() clears the count after an hour of running.
-    rec = store.read(_CRASH_RECORD) or {}
-    n = rec.get("n", 0) if isinstance(rec.get("n"), int) else 0
-    store.write(_CRASH_RECORD, {"n": n + 1})
-    return min(10000 << min(n, 6), 600000)
-
-
-def forget_crashes(store):
-    store.remove(_CRASH_RECORD)

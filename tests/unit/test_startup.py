@@ -1,5 +1,5 @@
-"""firmware.startup: the config check at boot, the TLS context, the bad-config halt and the
-crash counter."""
+"""firmware.startup (the config check at boot, the TLS context, the bad-config halt) and
+firmware.crashes (the crash counter)."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 
 from fakes import FakeHal
 from harness import BASE
-from firmware import startup
+from firmware import crashes, startup
 from firmware.log import Log
 from firmware.store import Store
 
@@ -92,7 +92,7 @@ def test_a_bad_led_pin_is_not_used_for_the_error_pattern():
 
 def test_crash_pause_doubles_up_to_ten_minutes_and_is_forgotten():
     store = Store(Log(lambda: 0, lambda line: None))
-    pauses = [startup.crash_pause_ms(store) for _ in range(9)]
+    pauses = [crashes.pause_ms(store) for _ in range(9)]
     assert pauses == [10_000, 20_000, 40_000, 80_000, 160_000, 320_000, 600_000, 600_000, 600_000]
-    startup.forget_crashes(store)
-    assert startup.crash_pause_ms(store) == 10_000
+    crashes.forget(store)
+    assert crashes.pause_ms(store) == 10_000

@@ -9,6 +9,7 @@ import firmware.attributes  # noqa: F401
 import firmware.backlog  # noqa: F401
 import firmware.backoff  # noqa: F401
 import firmware.config
+import firmware.crashes  # noqa: F401
 import firmware.creds  # noqa: F401
 import firmware.cups  # noqa: F401
 import firmware.gesture  # noqa: F401
