@@ -1,5 +1,5 @@
 """`make bench` stays working: a short run of every part (python -m tools.bench --smoke, about
-half a minute) must write results.json with every figure a number, and the figures must be sane.
+a minute) must write results.json with every figure a number, and the figures must be sane.
 The real figures come from `make bench` (docs/benchmarks.md); nothing here judges the goals."""
 
 import json

@@ -1,5 +1,6 @@
 """What `make bench` runs (FULL) and what the pytest smoke test runs (SMOKE, well under a minute:
-every part once, shorter, all parts at the same time; its figures only need to be sane)."""
+every part once, shorter, all parts at the same time but power accuracy, which runs first,
+alone; its figures only need to be sane)."""
 
 from dataclasses import dataclass, field
 
