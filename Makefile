@@ -13,7 +13,7 @@ $(VENV)/.stamp: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-# Upstream paho-mqtt cannot share site-packages with tb-mqtt-client's paho fork (tools/tbsim tests).
+# Upstream paho-mqtt cannot share site-packages with tb-mqtt-client's paho fork (tbsim tests).
 PAHO_DIR := $(VENV)/paho-upstream
 $(PAHO_DIR)/.stamp: requirements-paho.txt | $(VENV)/.stamp
 	rm -rf $(PAHO_DIR)
@@ -36,10 +36,10 @@ test: venv lib typings
 	$(PY) -m pytest -q tests --ignore=tests/e2e
 	$(PY) -m pytest -q -n $(E2E_JOBS) tests/e2e
 
-# The firmware on the MicroPython Unix port against tools/tbsim, metering a simulated household.
+# The firmware on the MicroPython Unix port against tbsim, metering a simulated household.
 # METERS=N  LOAD_W=W (constant load)  DURATION=S  REPORT=file.json  SPEEDUP=X (daily profile)
 sim: venv lib
-	$(PY) -m tools.sim
+	$(PY) -m lab.sim
 
 clean:
 	rm -rf $(VENV) lib build run .pytest_cache typings
@@ -106,7 +106,7 @@ typecheck: typings
 .PHONY: fleet ca
 
 fleet: venv lib
-	$(PY) -m tools.fleet $(if $(METERS),--meters $(METERS)) $(if $(OUTAGE),--outage $(OUTAGE)) \
+	$(PY) -m bench.fleet $(if $(METERS),--meters $(METERS)) $(if $(OUTAGE),--outage $(OUTAGE)) \
 		$(if $(REPORT),--report $(REPORT))
 
 CA_BUNDLE := build/ca/thingsboard-cloud.der
@@ -119,6 +119,6 @@ ca: $(CA_BUNDLE)
 build deploy: $(CA_BUNDLE)
 
 # The firmware's figures beside a naive baseline's, on the MicroPython Unix port against
-# tools/tbsim (docs/benchmarks.md): prints the table, writes bench/results.json. About 6 min.
+# tbsim (docs/benchmarks.md): prints the table, writes bench/results.json. About 6 min.
 bench: venv lib
-	$(PY) -m tools.bench
+	$(PY) -m bench

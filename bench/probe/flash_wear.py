@@ -1,4 +1,4 @@
-# Flash wear per record write for tools/bench, on the MicroPython Unix port. A 2-minute run at
+# Flash wear per record write for bench, on the MicroPython Unix port. A 2-minute run at
 # default settings holds too few writes to see an erase: LittleFS erases a block only when a
 # metadata log fills up. So the way each kind writes its running total is repeated N times on a
 # 2 MiB LittleFS image (firmware/hal/unix.py's block device) that holds what a meter's flash

@@ -1,4 +1,4 @@
-# isr_alloc_bytes for tools/bench, on the MicroPython Unix port: what the pulse interrupt handler
+# isr_alloc_bytes for bench, on the MicroPython Unix port: what the pulse interrupt handler
 # allocates, measured with gc.mem_alloc around 10000 calls with the collector off. The firmware's
 # handler (firmware/pulses.py PulseCounter.edge) is measured with every edge accepted and with
 # every edge but the first rejected by the debounce; the baseline's is bench/baseline/naive.py.

@@ -1,4 +1,4 @@
-# Bench launcher (tools/bench): stands in for main.py on a measured meter. The probe's own heap
+# Bench launcher (bench): stands in for main.py on a measured meter. The probe's own heap
 # (its code and state) is measured first, so that every heap figure can leave it out.
 import gc
 

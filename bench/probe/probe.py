@@ -1,5 +1,5 @@
 # Bench-only instrumentation around the real firmware (or the baseline) on the MicroPython Unix
-# port, for tools/bench. Nothing here changes what the meter does; it patches classes before the
+# port, for bench. Nothing here changes what the meter does; it patches classes before the
 # meter is built, measures, and reports "BENCH <key> <value>" lines on the console.
 #
 # BENCH_TARGET  firmware: import meter_main (a copy of main.py) | baseline: bench/baseline/naive

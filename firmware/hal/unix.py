@@ -15,7 +15,7 @@
 #   the BOOT button is held; METER_FLASH_DELAY_MS: a slow flash chip (each block write blocks).
 # - METER_FAULT_MS: the first watchdog feed after this many ms of uptime raises RuntimeError,
 #   an unexpected fault deep in the main loop, for the tests of main.py's last-chance handler.
-# - reset(): exits with RESET_EXIT_CODE; the harness (tools/meterhost.py) powers the meter up
+# - reset(): exits with RESET_EXIT_CODE; the harness (lab/meterhost.py) powers the meter up
 #   again, like the chip's reset line would.
 
 import gc

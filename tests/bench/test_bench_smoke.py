@@ -1,4 +1,4 @@
-"""`make bench` stays working: a short run of every part (python -m tools.bench --smoke, about
+"""`make bench` stays working: a short run of every part (python -m bench --smoke, about
 a minute) must write results.json with every figure a number, and the figures must be sane.
 The real figures come from `make bench` (docs/benchmarks.md); nothing here judges the goals."""
 
@@ -12,7 +12,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from tools.bench.report import check_numeric, get  # noqa: E402
+from bench.report import check_numeric, get  # noqa: E402
 
 REQUIRED = ("heap_after_boot_bytes", "heap_steady_bytes", "heap_peak_bytes", "min_heapsize_bytes",
             "alloc_per_publish_bytes", "alloc_per_cycle_bytes", "isr_alloc_bytes",
@@ -27,7 +27,7 @@ REQUIRED = ("heap_after_boot_bytes", "heap_steady_bytes", "heap_peak_bytes", "mi
 def results(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bench")
     out = tmp / "results.json"
-    r = subprocess.run([sys.executable, "-m", "tools.bench", "--smoke", "--out", str(out),
+    r = subprocess.run([sys.executable, "-m", "bench", "--smoke", "--out", str(out),
                         "--build", str(tmp / "build")], cwd=ROOT, capture_output=True, text=True,
                        timeout=240)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]

@@ -1,5 +1,5 @@
 """Helpers for the deployment tests: the real Makefile targets and tools, a fake board on a
-pseudo-terminal (tools/fakeboard.py) and, for the boot check, tools/tbsim."""
+pseudo-terminal (lab/fakeboard.py) and, for the boot check, tbsim."""
 
 import os
 import subprocess
@@ -38,13 +38,13 @@ def meterconfig(*args):
 
 
 class Board:
-    """A running tools/fakeboard.py: .port for mpremote, .root is its filesystem."""
+    """A running lab/fakeboard.py: .port for mpremote, .root is its filesystem."""
 
     def __init__(self, tmp_path, frozen=None):
         self.root = str(tmp_path / "board")
         os.makedirs(self.root, exist_ok=True)
         self.errlog = str(tmp_path / "fakeboard.log")
-        cmd = [PY, os.path.join(ROOT, "tools", "fakeboard.py"), "--root", self.root,
+        cmd = [PY, os.path.join(ROOT, "lab", "fakeboard.py"), "--root", self.root,
                "--timeout", "300"]
         if frozen:
             cmd += ["--frozen", frozen]

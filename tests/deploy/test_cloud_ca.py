@@ -15,7 +15,7 @@ from cryptography.x509.oid import NameOID
 
 from deploy_support import PY, ROOT, run
 from tools import cloud_ca
-from tools.certs import make_test_pki
+from lab.certs import make_test_pki
 
 from firmware.startup import der_certificates
 

@@ -1,5 +1,5 @@
 """`make deploy` and `make status` against the fake board, then the deployed files booted on
-the Unix port against tools/tbsim; `make console`; package.json and the frozen manifest."""
+the Unix port against tbsim; `make console`; package.json and the frozen manifest."""
 
 import json
 import os
@@ -13,8 +13,8 @@ import pytest
 
 from deploy_support import MPREMOTE, PY, ROOT, cups_for, make, meterconfig, run, wait_until
 from tools import build_device, deploy as deploytool
-from tools.meterhost import VirtualMeter
-from tools.tbsim import Profile, TBSim
+from lab.meterhost import VirtualMeter
+from tbsim import Profile, TBSim
 
 KEY, SECRET = "deploy-profile-key", "deploy-profile-secret"
 SUPPLIER = "supplier-key-for-0042"
@@ -147,7 +147,7 @@ def test_bad_config_is_refused_before_the_board_is_touched(tmp_path, board):
 
 
 def test_tls_needs_a_der_ca_and_copies_it_as_tb_ca(tmp_path, board):
-    from tools.certs import make_test_pki  # the tests' own throw-away CA
+    from lab.certs import make_test_pki  # the tests' own throw-away CA
     cfg_path = make_config(tmp_path, 8883, tb_tls="true", tb_ca="server-ca.der")
     r = make("deploy", PORT=board.port, CONFIG=cfg_path)
     assert r.returncode != 0 and "no server-ca.der" in r.stderr

@@ -37,7 +37,7 @@ def test_deploy_to_the_cloud_copies_the_shipped_bundle_as_tb_ca(tmp_path, board)
     assert len(der_certificates(on_board)) == 2  # as the meter will read it at boot
 
     # CA= overrides it, under the same name.
-    from tools.certs import make_test_pki
+    from lab.certs import make_test_pki
     pki = make_test_pki(str(tmp_path / "pki"))
     r = make("deploy", PORT=board.port, CONFIG=cloud_config(tmp_path), CA=pki["ca_der"])
     assert r.returncode == 0, r.stdout + r.stderr
@@ -46,7 +46,7 @@ def test_deploy_to_the_cloud_copies_the_shipped_bundle_as_tb_ca(tmp_path, board)
 
 
 def test_a_config_naming_its_own_ca_file_keeps_it(tmp_path, board):
-    from tools.certs import make_test_pki
+    from lab.certs import make_test_pki
     pki = make_test_pki(str(tmp_path / "pki"))
     cfg = cloud_config(tmp_path, tb_ca="own-ca.der")
     r = make("deploy", PORT=board.port, CONFIG=cfg)

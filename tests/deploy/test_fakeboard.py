@@ -1,4 +1,4 @@
-"""tools/fakeboard.py: a pseudo-terminal that speaks MicroPython's REPL and raw REPL."""
+"""lab/fakeboard.py: a pseudo-terminal that speaks MicroPython's REPL and raw REPL."""
 
 import os
 import select

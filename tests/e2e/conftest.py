@@ -1,5 +1,5 @@
 """End-to-end: the real firmware (build/device, as deployed) on the MicroPython Unix port with
-an ESP32-sized heap, the real umqtt.simple over real TCP/TLS, against tools/tbsim."""
+an ESP32-sized heap, the real umqtt.simple over real TCP/TLS, against tbsim."""
 
 import os
 import sys
@@ -9,8 +9,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from tools.meterhost import VirtualMeter, ensure_device_tree  # noqa: E402
-from tools.tbsim import Profile, TBSim  # noqa: E402
+from lab.meterhost import VirtualMeter, ensure_device_tree  # noqa: E402
+from tbsim import Profile, TBSim  # noqa: E402
 from e2e_support import KEY, SECRET, base_config  # noqa: E402
 
 @pytest.fixture(scope="session")

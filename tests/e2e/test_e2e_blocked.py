@@ -12,9 +12,9 @@ import time
 import pytest
 
 from e2e_support import KEY, SECRET, base_config, device_name
-from tools.certs import make_test_pki
-from tools.meterhost import PulseTrain
-from tools.tbsim import Profile, TBSim
+from lab.certs import make_test_pki
+from lab.meterhost import PulseTrain
+from tbsim import Profile, TBSim
 
 NAME = device_name()
 

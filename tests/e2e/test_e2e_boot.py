@@ -3,7 +3,7 @@
 import time
 
 from e2e_support import KEY, SECRET, SUPPLIER, base_config, cups_for, device_name
-from tools.tbsim import Profile
+from tbsim import Profile
 
 NAME = device_name()
 

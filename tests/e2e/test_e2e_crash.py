@@ -6,7 +6,7 @@ main loop was down (the pause) are saved before the reset: nothing is lost."""
 import time
 
 from e2e_support import base_config, device_name
-from tools.meterhost import PulseTrain
+from lab.meterhost import PulseTrain
 
 NAME = device_name()
 

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from e2e_support import base_config, device_name
-from tools.meterhost import PulseTrain
-from tools.tbsim import ratelimits
+from lab.meterhost import PulseTrain
+from tbsim import ratelimits
 
 NAME = device_name()
 INTERVAL_S = 2

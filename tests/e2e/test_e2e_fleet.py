@@ -1,4 +1,4 @@
-"""A fleet rides out a server outage (issue 6, "Never lose a reading"): tools/fleet.py with 50
+"""A fleet rides out a server outage (issue 6, "Never lose a reading"): bench/fleet.py with 50
 meters against tbsim, which is stopped (connections refused) for 30 s and restarted on the
 same port with the same devices. `make fleet` runs the same scenario with 200 meters and the
 firmware's default backoff (docs/fleet.md has the figures).
@@ -11,7 +11,7 @@ it: the backoff model puts its 99th percentile at 10 to 11/s for these settings)
 
 import pytest
 
-from tools import fleet, fleetstats
+from bench import fleet, fleetstats
 
 METERS = 50
 OUTAGE_S = 30

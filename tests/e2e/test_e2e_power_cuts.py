@@ -12,7 +12,7 @@ import threading
 import time
 
 from e2e_support import base_config, device_name
-from tools.meterhost import PulseTrain
+from lab.meterhost import PulseTrain
 
 METERS = 4
 CUTS = 50

@@ -13,7 +13,7 @@ import time
 from e2e_support import base_config, device_name
 from firmware.config import DEFAULT_SUPPLIER_ATTR
 from firmware.log import mask
-from tools.tbsim import Profile
+from tbsim import Profile
 
 NAME = device_name()
 PIECE = 8  # no run of this many characters of a secret may show (mask() shows 2 + 2)

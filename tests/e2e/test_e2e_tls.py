@@ -6,8 +6,8 @@ import time
 import pytest
 
 from e2e_support import KEY, SECRET, base_config, device_name
-from tools.certs import make_test_pki
-from tools.tbsim import Profile, TBSim
+from lab.certs import make_test_pki
+from tbsim import Profile, TBSim
 
 
 @pytest.fixture

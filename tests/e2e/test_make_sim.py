@@ -1,4 +1,4 @@
-"""`make sim` (tools/sim.py), the README's first command: virtual meters metering a simulated
+"""`make sim` (lab/sim.py), the README's first command: virtual meters metering a simulated
 household against tbsim, a live view, and a summary that must agree with the pulses injected."""
 
 import json
@@ -13,7 +13,7 @@ def test_make_sim_two_meters_household_profile_agree_and_report(tmp_path):
     report = tmp_path / "sim.json"
     # A household day compressed 2000 times (43 s), for 20 s; stdout is not a terminal, so the
     # live view prints one line per event instead of redrawing.
-    r = subprocess.run([sys.executable, "-m", "tools.sim", "--meters", "2", "--duration", "20",
+    r = subprocess.run([sys.executable, "-m", "lab.sim", "--meters", "2", "--duration", "20",
                         "--speedup", "2000", "--report", str(report)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     out = r.stdout
@@ -36,7 +36,7 @@ def test_make_sim_two_meters_household_profile_agree_and_report(tmp_path):
 
 def test_make_sim_constant_load_reports_the_true_power(tmp_path):
     report = tmp_path / "sim.json"
-    r = subprocess.run([sys.executable, "-m", "tools.sim", "--meters", "1", "--load-w", "3600",
+    r = subprocess.run([sys.executable, "-m", "lab.sim", "--meters", "1", "--load-w", "3600",
                         "--duration", "15", "--report", str(report)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]

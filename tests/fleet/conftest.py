@@ -1,4 +1,4 @@
-"""The fleet tool's figures (tools/fleetstats.py), checked on made-up events and series."""
+"""The fleet tool's figures (bench/fleetstats.py), checked on made-up events and series."""
 
 import os
 import sys

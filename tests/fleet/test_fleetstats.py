@@ -1,8 +1,8 @@
-"""tools/fleetstats.py: what the fleet run reports is computed right."""
+"""bench/fleetstats.py: what the fleet run reports is computed right."""
 
 import random
 
-from tools import fleetstats as fs
+from bench import fleetstats as fs
 
 INTERVAL = 5000
 

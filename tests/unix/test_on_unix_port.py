@@ -8,7 +8,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from tools.meterhost import MICROPYTHON, ensure_device_tree  # noqa: E402
+from lab.meterhost import MICROPYTHON, ensure_device_tree  # noqa: E402
 
 def test_interrupt_handler_allocates_nothing_under_heap_lock(upy):
     r = upy("tests/unix/isr_heap_lock.py")

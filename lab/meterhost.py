@@ -1,0 +1,315 @@
+"""Virtual meters: the real firmware on the MicroPython Unix port, with a power switch.
+
+A VirtualMeter owns what the board would: a flash image (LittleFS2, see firmware/hal/unix.py),
+the pulse input (a FIFO; every byte is one edge), the Wi-Fi (a file holding up/down/nodns), the
+unique id, and the power supply: power_on() starts `micropython main.py` from the device tree
+(tools/build_device.py), power_cut() is SIGKILL, and a firmware reset (exit code 3) powers it
+straight back on, like the chip's reset line. Console lines are kept with host timestamps.
+
+Used by the end-to-end tests, `make sim` and `make bench`.
+"""
+
+import errno
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+MICROPYTHON = os.path.join(VENV_BIN, "micropython")
+DEVICE_DIR = os.path.join(ROOT, "build", "device")
+RESET_EXIT_CODE = 3  # firmware/hal/unix.py
+
+
+def ensure_device_tree(out_dir=DEVICE_DIR):
+    from tools.build_device import build
+    build(out_dir)
+    return out_dir
+
+
+def _flashimg(image, *args, data=None):
+    """Run lab/flashimg.py on the Unix port (the meter's own LittleFS code)."""
+    env = dict(os.environ, MICROPYPATH=ROOT + ":.frozen")
+    return subprocess.run([MICROPYTHON, os.path.join(ROOT, "lab", "flashimg.py"), image] +
+                          list(args), env=env, capture_output=True, timeout=60)
+
+
+def decode_record(raw):
+    """A firmware/store.py record: JSON, newline, crc32 hex. None when unreadable."""
+    import binascii
+    if not raw or not raw.endswith(b"\n"):
+        return None
+    body, _, crc = raw[:-1].rpartition(b"\n")
+    try:
+        if int(crc, 16) != binascii.crc32(body) & 0xFFFFFFFF:
+            return None
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+class VirtualMeter:
+    def __init__(self, workdir, config, device_dir=DEVICE_DIR, uid="a1b2c3d4e5f6", heap="110K",
+                 files=None, env=None, echo=None, name=None, hw_counter=True):
+        self.dir = workdir
+        os.makedirs(workdir, exist_ok=True)
+        self.name = name or uid
+        self.device_dir = device_dir
+        self.heap = heap
+        self.uid = uid
+        self.flash = os.path.join(workdir, "flash.img")
+        self.fifo = os.path.join(workdir, "pulses")
+        self.netfile = os.path.join(workdir, "net")
+        self.buttonfile = os.path.join(workdir, "button")
+        self.console_path = os.path.join(workdir, "console.log")
+        self.extra_env = env or {}
+        self.faults_injected = False  # set by tests that inject one (METER_FAULT_MS)
+        self.echo = echo  # callable(meter, line) for live views
+        self.lines = []  # (host time, text)
+        self.boots = 0
+        self.exits = []  # (host time, return code)
+        self.proc = None
+        self.powered = False
+        self.auto_restart = True
+        self.pulses_delivered = 0  # edges the running firmware could see
+        self.pulses_lost_off = 0  # edges written but never read: the meter had no power
+        self._closed = False
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
+        if not os.path.exists(self.fifo):
+            os.mkfifo(self.fifo)
+        # O_RDWR: a FIFO opened this way never blocks and never gets EPIPE; the firmware's
+        # feeder thread is the other reader.
+        self._fifo_fd = os.open(self.fifo, os.O_RDWR | os.O_NONBLOCK)
+        self.set_net("up")
+        self.put_config(config)
+        for fname, data in (files or {}).items():
+            self.put_file(fname, data)
+
+    # --- flash ---------------------------------------------------------------------------------
+    def put_file(self, name, data):
+        assert not self.powered, "write the flash with the power off"
+        with tempfile.NamedTemporaryFile(dir=self.dir, delete=False) as f:
+            f.write(data)
+        try:
+            r = _flashimg(self.flash, "put", f.name, name)
+            if r.returncode:
+                raise RuntimeError("flashimg put %s: %s" % (name, r.stderr.decode()))
+        finally:
+            os.unlink(f.name)
+
+    def put_config(self, config):
+        self.config = dict(config)
+        self.put_file("config.json", json.dumps(config).encode())
+
+    def read_file(self, name):
+        """A file from flash (a snapshot of the image if the meter is running)."""
+        snap = self.flash + ".snap"
+        shutil.copyfile(self.flash, snap)
+        try:
+            r = _flashimg(snap, "get", name)
+        finally:
+            os.unlink(snap)
+        return r.stdout if r.returncode == 0 else None
+
+    def record(self, name):
+        """A state record (state/<name>.json) decoded, or None."""
+        return decode_record(self.read_file("state/%s.json" % name) or b"")
+
+    # --- the outside world ---------------------------------------------------------------------
+    def set_net(self, state):
+        with open(self.netfile + ".tmp", "w") as f:
+            f.write(state)
+        os.replace(self.netfile + ".tmp", self.netfile)
+
+    def press_button(self, held=True):
+        if held:
+            open(self.buttonfile, "w").close()
+        elif os.path.exists(self.buttonfile):
+            os.unlink(self.buttonfile)
+
+    def pulse(self, n=1):
+        """n edges on the pulse input, now. Edges while the power is off reach nobody."""
+        data = b"." * n
+        while data:
+            if self._closed:
+                return
+            try:
+                k = os.write(self._fifo_fd, data)
+            except BlockingIOError:
+                time.sleep(0.001)  # pipe full: the meter is busy; the pulse hardware waits
+                continue
+            data = data[k:]
+        with self._lock:
+            if self.powered:
+                self.pulses_delivered += n
+            else:
+                self.pulses_lost_off += n
+                self._drain()
+
+    def _drain(self):
+        # Bytes still in the pipe when the power went: nobody counted them.
+        n = 0
+        while True:
+            try:
+                chunk = os.read(self._fifo_fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            n += len(chunk)
+        return n
+
+    # --- power -----------------------------------------------------------------------------------
+    def env(self):
+        e = dict(os.environ)
+        e.update(MICROPYPATH=os.path.join(self.device_dir, "lib") + ":.frozen",
+                 METER_FLASH=self.flash, METER_PULSES=self.fifo, METER_NET=self.netfile,
+                 METER_UID=self.uid, METER_BUTTON=self.buttonfile)
+        e.update(self.extra_env)
+        return e
+
+    def power_on(self):
+        with self._lock:
+            assert not self.powered
+            self.proc = subprocess.Popen(
+                [MICROPYTHON, "-X", "heapsize=" + self.heap, os.path.join(self.device_dir, "main.py")],
+                cwd=self.dir, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True)
+            self.powered = True
+            self.boots += 1
+            threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+
+    def _read(self, proc):
+        with open(self.console_path, "ab") as log:
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                log.write(raw)
+                log.flush()
+                with self._cond:
+                    self.lines.append((time.time(), line))
+                    self._cond.notify_all()
+                if self.echo:
+                    self.echo(self, line)
+        rc = proc.wait()
+        with self._cond:
+            if self.proc is not proc:
+                return
+            self.exits.append((time.time(), rc))
+            self.powered = False
+            lost = self._drain()
+            self.pulses_delivered -= lost
+            self.pulses_lost_off += lost
+            self._cond.notify_all()
+            restart = self.auto_restart and rc == RESET_EXIT_CODE
+        if restart:
+            self.power_on()
+
+    def power_cut(self):
+        """SIGKILL: the power fails. Returns once the process is gone."""
+        with self._lock:
+            proc = self.proc
+            if proc is None or proc.poll() is not None:
+                self.powered = False
+                return
+            self.proc = None
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        with self._cond:
+            self.exits.append((time.time(), proc.returncode))
+            self.powered = False
+            lost = self._drain()
+            self.pulses_delivered -= lost
+            self.pulses_lost_off += lost
+            self._cond.notify_all()
+
+    def close(self):
+        self.auto_restart = False
+        self._closed = True
+        self.power_cut()
+        try:
+            os.close(self._fifo_fd)
+        except OSError:
+            pass
+
+    # --- console -----------------------------------------------------------------------------------
+    def text(self, since=0):
+        with self._lock:
+            return "\n".join(l for t, l in self.lines if t >= since)
+
+    def count(self, pattern, since=0):
+        rx = re.compile(pattern)
+        with self._lock:
+            return sum(1 for t, l in self.lines if t >= since and rx.search(l))
+
+    def wait_for(self, pattern, timeout=30, since=0):
+        """Wait for a console line matching pattern (regex). Returns the line or None."""
+        rx = re.compile(pattern)
+        deadline = time.time() + timeout
+        with self._cond:
+            while True:
+                for t, l in self.lines:
+                    if t >= since and rx.search(l):
+                        return l
+                left = deadline - time.time()
+                if left <= 0:
+                    return None
+                self._cond.wait(min(left, 0.2))
+
+    @property
+    def state(self):
+        """The last boot-state transition seen on the console."""
+        with self._lock:
+            for _t, l in reversed(self.lines):
+                m = re.search(r" state: \S+ -> (\S+)", l)
+                if m:
+                    return m.group(1)
+        return None
+
+
+class PulseTrain(threading.Thread):
+    """Plays edges on a meter's pulse input at a power given by load_w(t) (t in seconds).
+
+    Each edge is scheduled from the previous one: the gap is one pulse's energy divided by the
+    power at that instant, 3.6e6 / (C * P) seconds. Counts what it played."""
+
+    def __init__(self, meter, per_kwh, load_w, speedup=1.0, max_pulses=None):
+        super().__init__(daemon=True)
+        self.meter = meter
+        self.per_kwh = per_kwh
+        self.load_w = load_w
+        self.speedup = speedup
+        self.max_pulses = max_pulses
+        self.played = 0
+        self._halt = threading.Event()
+
+    def run(self):
+        start = time.monotonic()
+        due = start
+        while not self._halt.is_set():
+            t = (due - start) * self.speedup
+            p = max(self.load_w(t), 0.0)
+            if p <= 0:
+                due += 1.0
+                self._halt.wait(max(0.0, due - time.monotonic()))
+                continue
+            due += 3.6e6 / (self.per_kwh * p) / self.speedup
+            delay = due - time.monotonic()
+            if delay > 0 and self._halt.wait(delay):
+                break
+            if self.meter._closed:
+                break
+            self.meter.pulse(1)
+            self.played += 1
+            if self.max_pulses is not None and self.played >= self.max_pulses:
+                break
+
+    def stop(self):
+        self._halt.set()
+        self.join(5)
