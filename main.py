@@ -44,7 +44,7 @@ def build(hal, log, store, payload, crashes):
     from firmware.meter import Meter
     from firmware.pulses import PulseCounter
     from firmware.remote import Remote
-    from firmware.status import StatusLed
+    from firmware.led import StatusLed
 
     pulses = PulseCounter(hal.ticks_us, hal.ticks_diff, cfg["pulses_per_kwh"],
                           cfg["pulse_min_interval_ms"], cfg["zero_power_timeout_s"])

@@ -20,7 +20,7 @@
 
 from micropython import const
 
-from firmware import attributes, creds as credentials, telemetry, unload
+from firmware import attributes, credentials, telemetry, unload
 from firmware.backoff import Backoff
 from firmware.link import LinkError
 from firmware.log import mask

@@ -16,7 +16,7 @@ import json
 
 from micropython import const
 
-from firmware import creds as credentials
+from firmware import credentials
 from firmware.log import mask
 from firmware.meter import CONNECT, PROVISION  # loaded: only the Meter calls step()
 

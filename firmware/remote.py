@@ -20,7 +20,7 @@ import json
 
 from micropython import const
 
-from firmware import creds as credentials
+from firmware import credentials
 
 _RPC_FILTER = const(b"v1/devices/me/rpc/request/+")
 _ATTR_TOPIC = const(b"v1/devices/me/attributes")

@@ -91,7 +91,7 @@ def config_error_loop(hal, log, errors, cfg=None):
     # Nothing is sent with a bad config. The errors are repeated on the console, the LED shows
     # the pattern (on status_led_pin when that field itself is valid), and the file is re-read:
     # a fixed config.json restarts the meter.
-    from firmware.status import StatusLed
+    from firmware.led import StatusLed
     pin, inverted = None, False
     if cfg is not None and not [e for e in errors if e.startswith("status_led_")]:
         pin, inverted = cfg["status_led_pin"], cfg["status_led_inverted"]

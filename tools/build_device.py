@@ -54,6 +54,16 @@ def build(out_dir, march=None):
             cmd.insert(1, "-march=" + march)
         subprocess.run(cmd, check=True)
         changed += 1
+    # A module renamed or removed in the sources must not live on in the tree as a stale .mpy
+    # (it would still be importable, and `make deploy` would copy it).
+    wanted = {os.path.join(out_dir, rel + ".mpy") for _src, rel in sources()}
+    for top in ("firmware", "lib"):
+        for dirpath, _dirs, files in os.walk(os.path.join(out_dir, top)):
+            for f in files:
+                path = os.path.join(dirpath, f)
+                if f.endswith(".mpy") and path not in wanted:
+                    os.remove(path)
+                    changed += 1
     for f in ("main.py", "boot.py"):
         src, dst = os.path.join(ROOT, f), os.path.join(out_dir, f)
         if not os.path.exists(dst) or os.path.getmtime(dst) < os.path.getmtime(src):

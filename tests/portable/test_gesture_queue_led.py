@@ -1,6 +1,6 @@
 from firmware.gesture import BootGesture
 from firmware.readings import ReadingQueue
-from firmware.status import PATTERNS, StatusLed
+from firmware.led import PATTERNS, StatusLed
 from firmware.store import Store
 from support import Clock, ListLog, fresh_dir
 

@@ -14,7 +14,7 @@ from firmware.pulses import PulseCounter
 from firmware.backlog import Backlog
 from firmware.remote import Remote
 from firmware.startup import tls_context
-from firmware.status import StatusLed
+from firmware.led import StatusLed
 from firmware.store import Store
 
 DIGITS = "0021000000012345"

@@ -10,7 +10,7 @@ import firmware.backlog  # noqa: F401
 import firmware.backoff  # noqa: F401
 import firmware.config
 import firmware.crashes  # noqa: F401
-import firmware.creds  # noqa: F401
+import firmware.credentials  # noqa: F401
 import firmware.cups  # noqa: F401
 import firmware.gesture  # noqa: F401
 import firmware.hal.unix  # noqa: F401
@@ -23,7 +23,7 @@ import firmware.pulses  # noqa: F401
 import firmware.readings  # noqa: F401
 import firmware.remote  # noqa: F401
 import firmware.startup  # noqa: F401
-import firmware.status  # noqa: F401
+import firmware.led  # noqa: F401
 import firmware.store  # noqa: F401
 import firmware.telemetry  # noqa: F401
 import umqtt.simple  # noqa: F401
