@@ -10,7 +10,7 @@ import sys
 import micropython
 
 
-def build(hal, log, store, payload, crashes):
+def build(hal, log, store, payload):
     # Boot-only work first (reading and checking the config, the TLS context), then the
     # meter's code is loaded into the room the boot-only code left: the two never need the
     # heap at the same time.
@@ -35,31 +35,12 @@ def build(hal, log, store, payload, crashes):
     unload("startup")
     gc.collect()
 
-    import random
-    from binascii import hexlify
     from umqtt import simple
-    from firmware.backlog import Backlog
-    from firmware.gesture import BootGesture
-    from firmware.link import Link
-    from firmware.meter import Meter
-    from firmware.pulses import PulseCounter
-    from firmware.remote import Remote
-    from firmware.led import StatusLed
-
-    pulses = PulseCounter(hal.ticks_us, hal.ticks_diff, cfg["pulses_per_kwh"],
-                          cfg["pulse_min_interval_ms"], cfg["zero_power_timeout_s"])
-    pulses.hw = hal.pulse_input(cfg["pulse_pin"], cfg["pulse_pull_up"], cfg["pulse_edge"],
-                                pulses.edge, cfg["pulse_hw_counter"] == "auto")
-    link = Link(simple, hal.socket, hal.ticks_ms, hal.ticks_diff, log)
-    name = cfg["device_name"] or "meter-" + hexlify(hal.unique_id()).decode()
-    gesture = BootGesture(store, cfg["reprovision_cycles"], cfg["reprovision_window_s"] * 1000,
-                          hal.ticks_diff)
-    led = StatusLed(hal.led_setter(cfg["status_led_pin"], cfg["status_led_inverted"]),
-                    hal.ticks_diff, log)
-    return Meter(hal, cfg, store, link, pulses, Backlog(log, cfg["buffer_points"]), log,
-                 random.random, name, tls=tls, gesture=gesture, led=led,
-                 extensions=Remote(log), on_healthy=lambda: crashes.forget(store),
-                 payload=payload)
+    from firmware import wiring
+    meter = wiring.build(hal, simple, log, store, cfg, tls, payload)
+    del wiring
+    unload("wiring")  # boot-only
+    return meter
 
 
 def main():
@@ -86,7 +67,7 @@ def main():
     meter = None
     try:
         log.info("main", "meter firmware starting on %s", hal.name)
-        meter = build(hal, log, store, payload, crashes)
+        meter = build(hal, log, store, payload)
         gc.collect()
         # Collect early, before the heap fragments (docs/reference/constrained.rst).
         gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())

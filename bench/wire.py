@@ -14,7 +14,7 @@ import time
 from bench.proxy import CountingProxy
 from bench.rig import Steady, fail, together
 
-BATCH = 20  # readings per backlog message (firmware/meter.py _BATCH_MAX)
+BATCH = 20  # readings per backlog message (firmware/pipeline.py _BATCH_MAX)
 
 
 def _quiet_snapshot(rig, m, proxy, count):

@@ -18,7 +18,7 @@ from micropython import const
 
 from firmware import credentials
 from firmware.log import mask
-from firmware.meter import CONNECT, PROVISION  # loaded: only the Meter calls step()
+from firmware.states import KEEP_WORKING, NEW_CREDENTIALS, NO_DECISION, REFUSED, TRY_TOKEN
 
 REQUEST_TOPIC = b"/provision/request"
 RESPONSE_TOPIC = b"/provision/response"
@@ -113,63 +113,50 @@ class Provisioner:
         return self._reply is not None
 
 
-# --- the PROVISION state of the Meter (firmware/meter.py) -------------------------------------
-# Kept here, not in the Meter, so that its code is in RAM only while a meter provisions: most
-# boots never do (the module is unloaded when the meter reaches the run state).
+# --- one attempt, and what it means --------------------------------------------------------
+# Kept here, not in the supervisor, so that this code is in RAM only while a meter provisions:
+# most boots never do (the supervisor unloads the module when it reaches the run state). The
+# supervisor applies the decision: this module changes nothing of the supervisor's.
 
 _HINT = {NOT_FOUND: " (check provision_key/provision_secret; is provisioning enabled on the "
                     "device profile?)",
          FAILURE: " (a device named %s exists, or the token is taken)"}
 
 
-def step(m):
-    """One provisioning attempt for Meter m, and the state it leads to."""
-    cfg = m.cfg
-    log = m.log
-    log.info("provision", "requesting credentials for %s from %s:%d (key %s)", m.device_name,
+def attempt(link, cfg, device_name, tls, log, working, tries, token_tried):
+    """One provisioning exchange. Returns (decision, credentials or None).
+
+    working: this is a requested re-provisioning (gesture, RPC) of a meter whose credentials
+    work; tries: such attempts that got no answer so far; token_tried: the configured device
+    token was already tried after a FAILURE."""
+    log.info("provision", "requesting credentials for %s from %s:%d (key %s)", device_name,
              cfg["tb_host"], cfg["tb_port"], mask(cfg["provision_key"]))
-    req = build_request(cfg["provision_key"], cfg["provision_secret"], m.device_name,
+    req = build_request(cfg["provision_key"], cfg["provision_secret"], device_name,
                         cfg["access_token"])
-    outcome, creds, detail = Provisioner(m.link, log).run(cfg["tb_host"], cfg["tb_port"], m.tls,
-                                                          req, cfg["keepalive_s"])
-    m.last_outcome = outcome
-    gesture = m.reprovision and m.creds is not None and not m.rejected
+    outcome, creds, detail = Provisioner(link, log).run(cfg["tb_host"], cfg["tb_port"], tls,
+                                                        req, cfg["keepalive_s"])
     if outcome == SUCCESS:
-        # Store before use: a power cut after this line finds the new credentials; before
-        # it, the platform holds a device whose token we never saw (§2.8), which the
-        # device-supplied token (if configured) or an administrator recovers.
-        m.keep_credentials(creds)
-        m.rejected = False
-        m.reprovision = False
+        # The supervisor stores them before use: a power cut after that finds the new
+        # credentials; before it, the platform holds a device whose token we never saw (§2.8),
+        # which the device-supplied token (if configured) or an administrator recovers.
         log.info("provision", "SUCCESS: %s credentials stored", credentials.describe(creds))
-        m.backoff_reset()
-        m.goto(CONNECT)
-        return
+        return NEW_CREDENTIALS, creds
     if outcome in (NOT_FOUND, FAILURE):
         hint = _HINT[outcome]
         log.error("provision", "%s: %s%s", outcome, detail,
-                  hint % m.device_name if outcome == FAILURE else hint)
-        m.reprovision = False
-        if outcome == FAILURE and cfg["access_token"] and m.candidate is None:
-            m.candidate = {"type": "ACCESS_TOKEN", "token": cfg["access_token"]}
+                  hint % device_name if outcome == FAILURE else hint)
+        if outcome == FAILURE and cfg["access_token"] and not token_tried:
             log.info("provision", "trying the configured device token %s",
                      mask(cfg["access_token"]))
-            m.goto(CONNECT)
-        elif gesture:
+            return TRY_TOKEN, None
+        if working:
             log.info("provision", "keeping the working credentials")
-            m.goto(CONNECT)
-        else:
-            delay = m.retry(CONNECT if m.creds else PROVISION, slow=True)
-            log.warn("provision", "retrying in %d min", delay // 60000)
-        return
+            return KEEP_WORKING, None
+        return REFUSED, None
     # NO_REPLY / BAD_REPLY: the platform did not decide anything; try again soon.
     log.warn("provision", "%s: %s", outcome, detail)
-    if gesture:
-        m.gesture_tries += 1
-        if m.gesture_tries >= _GESTURE_FALLBACK_TRIES:
-            log.warn("provision", "giving up the requested re-provisioning for now; "
-                                  "keeping the working credentials")
-            m.reprovision = False
-            m.goto(CONNECT)
-            return
-    m.retry(PROVISION)
+    if working and tries + 1 >= _GESTURE_FALLBACK_TRIES:
+        log.warn("provision", "giving up the requested re-provisioning for now; "
+                              "keeping the working credentials")
+        return KEEP_WORKING, None
+    return NO_DECISION, None

@@ -37,7 +37,6 @@ class Remote:
         self._log = log
         self._inbox = []
         self.dropped = 0
-        self.handled = 0
 
     def on_connect(self, link):
         """Subscribe and ask for the current shared attribute. False when refused."""
@@ -54,13 +53,12 @@ class Remote:
             return
         self._inbox.append((bytes(topic), msg))
 
-    def service(self, meter, link, now):
+    def service(self, meter, link):
         if self.dropped:
             self._log.warn("remote", "%d messages dropped: more than %d waiting", self.dropped, _INBOX)
             self.dropped = 0
         while self._inbox:
             topic, msg = self._inbox.pop(0)
-            self.handled += 1
             handle(meter, link, self._log, topic, msg)
 
 
@@ -86,12 +84,12 @@ def handle(meter, link, log, topic, msg):
 
 def status(meter):
     """The meter's state for the status RPC: never a secret."""
-    hal = meter.hal
-    pulses = meter.pulses
+    pipeline = meter.pipeline
+    pulses = pipeline.pulses
     return {"state": meter.state, "pulses": pulses.index, "energy_kwh": pulses.energy_text(),
-            "power_w": pulses.power_w, "uptime_s": meter.uptime_s(),
-            "heap_free": hal.mem_free(), "backlog": len(meter.queue),
-            "credentials": credentials.describe(meter.creds), "published": meter.published,
+            "power_w": pulses.power_w, "uptime_s": pipeline.uptime_s(),
+            "heap_free": meter.hal.mem_free(), "backlog": len(pipeline.queue),
+            "credentials": credentials.describe(meter.creds), "published": pipeline.published,
             "missed_edges": pulses.missed_edges, "rejected_edges": pulses.rejected,
             "last_error": meter.log.last_error}
 
@@ -139,6 +137,7 @@ def _shared(meter, log, attrs, how):
         log.warn("remote", "shared attribute %s must be an integer 2..86400; ignored",
                  _INTERVAL_KEY)
         return
-    if v != meter.cfg[_INTERVAL_KEY]:
+    pipeline = meter.pipeline
+    if v != pipeline.interval_s:
         log.info("remote", "publish interval %d s (shared attribute, %s)", v, how)
-        meter.cfg[_INTERVAL_KEY] = v
+        pipeline.set_interval(v)

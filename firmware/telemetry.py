@@ -22,13 +22,6 @@ def _values(index, power_dw, per_kwh):
         whole, power_dw // 10, power_dw % 10, index)
 
 
-def point(ts, index, power_dw, per_kwh):
-    """One reading as JSON bytes (about 110 of them)."""
-    if ts:
-        return b'{"ts":%d,"values":%s}' % (ts, _values(index, power_dw, per_kwh))
-    return _values(index, power_dw, per_kwh)
-
-
 class Payload:
     """A telemetry message built in a buffer allocated once, at boot.
 
@@ -70,12 +63,6 @@ class Payload:
             buf[n] = 0x5D  # ]
             n += 1
         return self._mv[:n], used
-
-
-def batch(readings, per_kwh):
-    """Payload bytes for a list of readings (tests and tools; the meter uses Payload)."""
-    mv, _ = Payload(64 + 160 * len(readings)).batch(readings, per_kwh)
-    return bytes(mv)
 
 
 def health(ts, uptime_s, rssi_dbm, heap_free, missed_edges):

@@ -33,8 +33,8 @@ def sources():
 
 
 def source_name(rel):
-    """The name tracebacks show for a module: its dotted name ("firmware.meter"), which the
-    board interns anyway as the module's name. A path ("firmware/meter.py") would be one more
+    """The name tracebacks show for a module: its dotted name ("firmware.supervisor"), which the
+    board interns anyway as the module's name. A path ("firmware/supervisor.py") would be one more
     interned string per module, in a table that must not grow (main.py)."""
     name = rel.replace("lib/", "").replace("/", ".")
     return name[:-len(".__init__")] if name.endswith(".__init__") else name

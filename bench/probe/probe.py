@@ -160,27 +160,27 @@ def _report_alloc():
 # --- firmware ---------------------------------------------------------------------------------------
 
 def _fw_published(meter):
-    return meter.published
+    return meter.pipeline.published
 
 
 def _fw_step(meter):
     if _phase == 0:
         _boot_done()
     if _phase == 3:
-        _measured(_orig["step"], meter, meter.published, _fw_published)
+        _measured(_orig["step"], meter, meter.pipeline.published, _fw_published)
         return
-    before = meter.published
+    before = meter.pipeline.published
     _orig["step"](meter)
     _sample()
-    if meter.published > before:
-        _published_one(meter.published)
+    if meter.pipeline.published > before:
+        _published_one(meter.pipeline.published)
 
 
 def _run_firmware(heap):
     if heap:
-        from firmware.meter import Meter
-        _orig["step"] = Meter.step
-        Meter.step = _fw_step
+        from firmware.supervisor import Supervisor
+        _orig["step"] = Supervisor.step
+        Supervisor.step = _fw_step
         _patch_mqtt(True)
     import meter_main  # noqa: F401  (main.py: runs the meter)
 

@@ -167,16 +167,16 @@ def test_umqtt_in_the_firmware_is_not_copied_and_stale_sources_are_removed(tmp_p
     shutil.copytree(os.path.join(ROOT, "lib", "umqtt"), frozen / "umqtt")
     b = board_factory(frozen=str(frozen))
     os.makedirs(os.path.join(b.root, "firmware"))
-    with open(os.path.join(b.root, "firmware", "meter.py"), "w") as f:
-        f.write("raise ImportError('an old source copy')\n")  # would shadow meter.mpy
+    with open(os.path.join(b.root, "firmware", "supervisor.py"), "w") as f:
+        f.write("raise ImportError('an old source copy')\n")  # would shadow supervisor.mpy
     cfg_path = make_config(tmp_path, 1883)
     r = make("deploy", PORT=b.port, CONFIG=cfg_path)
     assert r.returncode == 0, r.stderr
     assert "umqtt.simple is built into the board's firmware; not copied" in r.stdout
-    assert "removed firmware/meter.py" in r.stdout
+    assert "removed firmware/supervisor.py" in r.stdout
     files = b.files()
     assert not any(f.startswith("lib") for f in files)
-    assert "firmware/meter.py" not in files and "firmware/meter.mpy" in files
+    assert "firmware/supervisor.py" not in files and "firmware/supervisor.mpy" in files
 
 
 def test_frozen_deploy_copies_only_main_boot_and_config(tmp_path, board):

@@ -70,3 +70,11 @@ def fresh_dir():
             continue
     os.chdir(d)
     return d
+
+
+def telemetry_bytes(readings, per_kwh):
+    """The telemetry payload for a list of readings, as bytes (the meter builds it in its
+    preallocated buffer, firmware/telemetry.py Payload)."""
+    from firmware.telemetry import Payload
+    mv, _ = Payload(64 + 160 * len(readings)).batch(readings, per_kwh)
+    return bytes(mv)

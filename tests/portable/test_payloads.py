@@ -2,26 +2,27 @@ import json
 
 from firmware import attributes, provision, telemetry
 from firmware.log import mask
+from support import telemetry_bytes
 
 CFG = {"attr_supplier_key": "Power_suppier_secret_key", "attr_cups_key": "CUPs",
        "supplier_key": "sk-123", "cups": "ES1234123456789012JY"}
 
 
 def test_telemetry_point_and_batch_are_valid_json_with_ms_timestamps():
-    one = json.loads(telemetry.batch([(1795000000123, 12345, 15005)], 1000))
+    one = json.loads(telemetry_bytes([(1795000000123, 12345, 15005)], 1000))
     assert one == {"ts": 1795000000123, "values": {"energy_kwh": 12.345, "power_w": 1500.5,
                                                      "pulses": 12345}}
-    many = json.loads(telemetry.batch([(1795000000000, 1, 0), (1795000060000, 2, 9)], 1000))
+    many = json.loads(telemetry_bytes([(1795000000000, 1, 0), (1795000060000, 2, 9)], 1000))
     assert [m["ts"] for m in many] == [1795000000000, 1795000060000]
     assert many[1]["values"]["power_w"] == 0.9
-    unsynced = json.loads(telemetry.batch([(0, 3, 10)], 1000))
+    unsynced = json.loads(telemetry_bytes([(0, 3, 10)], 1000))
     assert unsynced == {"energy_kwh": 0.003, "power_w": 1.0, "pulses": 3}
 
 
 def test_no_null_nan_or_infinity_can_appear():
     for p in (0.0, -1.0, 1e-9, 123456.78):
         assert telemetry.power_dw(p) >= 0
-    text = telemetry.batch([(1, 0, telemetry.power_dw(0.0))], 1000).decode()
+    text = telemetry_bytes([(1, 0, telemetry.power_dw(0.0))], 1000).decode()
     for bad in ("null", "NaN", "Infinity"):
         assert bad not in text
     h = json.loads(telemetry.health(0, 10, None, 5000, 0))

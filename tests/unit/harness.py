@@ -1,20 +1,13 @@
-"""Builds a real Meter around the fakes, with a real Store in the test's directory."""
+"""Builds the real meter around the fakes (firmware/wiring.py, as main.py does), with a real Store in the test's directory."""
 
 import json
 import random
 
 from fakes import FakeBroker, FakeHal, FakeUmqtt
-from firmware import config
+from firmware import config, wiring
 from firmware.cups import check_letters
-from firmware.gesture import BootGesture
-from firmware.link import Link
 from firmware.log import Log
-from firmware.meter import Meter
-from firmware.pulses import PulseCounter
-from firmware.backlog import Backlog
-from firmware.remote import Remote
 from firmware.startup import tls_context
-from firmware.led import StatusLed
 from firmware.store import Store
 
 DIGITS = "0021000000012345"
@@ -59,19 +52,13 @@ class Rig:
         hal.wifi_joined = False
         self.log = Log(hal.ticks_ms, self.lines.append)
         self.store = Store(self.log)
-        self.pulses = PulseCounter(hal.ticks_us, hal.ticks_diff, cfg["pulses_per_kwh"],
-                                   cfg["pulse_min_interval_ms"], cfg["zero_power_timeout_s"])
-        self.pulses.hw = hal.pulse_input(cfg["pulse_pin"], True, "falling", self.pulses.edge, False)
-        self.link = Link(self.umqtt, hal.socket, hal.ticks_ms, hal.ticks_diff, self.log)
         tls = tls_context(hal.ssl, b"\x30\x03der") if cfg["tb_tls"] else None
-        gesture = BootGesture(self.store, cfg["reprovision_cycles"],
-                              cfg["reprovision_window_s"] * 1000, hal.ticks_diff)
-        led = StatusLed(hal.led_setter(None, False), hal.ticks_diff)
-        self.backlog = Backlog(self.log, cfg["buffer_points"])
-        self.remote = Remote(self.log)
-        self.meter = Meter(hal, cfg, self.store, self.link, self.pulses, self.backlog,
-                           self.log, self.rand, cfg["device_name"] or "meter-a1b2c3d4e5f6",
-                           tls=tls, gesture=gesture, led=led, extensions=self.remote)
+        # The firmware's own wiring, as main.py runs it on the board.
+        self.meter = wiring.build(hal, self.umqtt, self.log, self.store, cfg, tls, rand=self.rand)
+        self.link = self.meter.link
+        self.pulses = self.meter.pipeline.pulses
+        self.backlog = self.meter.pipeline.queue
+        self.remote = self.meter.remote
         self.boots += 1
         self.meter.start()
         return self.meter

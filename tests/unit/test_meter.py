@@ -7,7 +7,7 @@ import pytest
 
 from fakes import FakeBroker
 from harness import BASE, CUPS, Rig
-from firmware import meter as M
+from firmware import states as M
 from firmware.store import Store
 
 NAME = "meter-a1b2c3d4e5f6"
@@ -506,7 +506,7 @@ def test_memory_error_while_building_a_message_halves_the_batch_instead_of_reset
 
     monkeypatch.setattr(telemetry.Payload, "batch", flaky)
     assert rig.run(120_000, lambda: in_run(rig) and len(rig.backlog) == 0)
-    assert rig.meter._batch_max == 5 and "low memory: 5 readings per message" in rig.text()
+    assert rig.meter.pipeline._batch_max == 5 and "low memory: 5 readings per message" in rig.text()
 
 
 def test_session_closed_while_subscribing_is_a_retry_not_a_crash():
@@ -551,4 +551,4 @@ def test_a_batch_the_server_closes_on_is_split_then_grows_back():
     rig.broker.close_batches_over = None
     for _ in range(25):
         rig.run(5_000)
-    assert rig.meter._batch_max == 10
+    assert rig.meter.pipeline._batch_max == 10

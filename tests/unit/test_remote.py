@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from fakes import FakeBroker
 from harness import Rig
-from firmware import meter as M
+from firmware import states as M
 from firmware.store import Store
 
 RPC = "v1/devices/me/rpc/request/"
@@ -88,13 +88,13 @@ def test_reprovision_rpc_provisions_again_and_keeps_working_credentials():
 def test_publish_interval_shared_attribute_is_validated_and_applied():
     rig = running_rig()
     send(rig, "v1/devices/me/attributes", b'{"publish_interval_s": 30}')
-    assert rig.meter.cfg["publish_interval_s"] == 30
+    assert rig.meter.pipeline.interval_s == 30
     send(rig, "v1/devices/me/attributes/response/1", b'{"shared":{"publish_interval_s":120}}')
-    assert rig.meter.cfg["publish_interval_s"] == 120
+    assert rig.meter.pipeline.interval_s == 120
     for bad in (b'{"publish_interval_s": 1}', b'{"publish_interval_s": "60"}',
                 b'{"publish_interval_s": true}', b'{"publish_interval_s": null}', b"[]", b"\xff"):
         send(rig, "v1/devices/me/attributes", bad)
-        assert rig.meter.cfg["publish_interval_s"] == 120
+        assert rig.meter.pipeline.interval_s == 120
     assert "must be an integer" in rig.text()
 
 

@@ -3,22 +3,32 @@
 
 import gc
 
-from firmware.telemetry import Payload, point
+from firmware.pulses import energy_text
+from firmware.telemetry import Payload
 
-payload = Payload()  # allocated at boot, as the Meter does
+
+def point(ts, index, power_dw, per_kwh):
+    # One reading as its own string: the straightforward way, for the control below.
+    return ('{"ts":%d,"values":{"energy_kwh":%s,"power_w":%d.%d,"pulses":%d}}' % (
+        ts, energy_text(index, per_kwh), power_dw // 10, power_dw % 10, index)).encode()
+
+payload = Payload()  # allocated at boot, as main.py does
 readings = [(1795000000000 + i * 60000, 123456 + i, 15005) for i in range(20)]
 
 # Fragment: fill the heap with 192-byte blocks, then free every other one.
 gc.collect()
 blocks = [None] * 1000  # preallocated: growing the list would itself need a large block
 n_blocks = 0
+# Every global exists before the heap is fragmented: a new one could grow the module's dict,
+# and that is not what this measures.
+i = 0
+mv = n = data = control_failed = None
 try:
     while n_blocks < 1000:
         blocks[n_blocks] = bytearray(192)
         n_blocks += 1
 except MemoryError:
     pass
-i = 0
 while i < n_blocks:
     blocks[i] = None
     i += 2

@@ -16,7 +16,11 @@ import firmware.gesture  # noqa: F401
 import firmware.hal.unix  # noqa: F401
 import firmware.link  # noqa: F401
 import firmware.log  # noqa: F401
-import firmware.meter  # noqa: F401
+import firmware.supervisor  # noqa: F401
+import firmware.pipeline  # noqa: F401
+import firmware.clock  # noqa: F401
+import firmware.states  # noqa: F401
+import firmware.wiring  # noqa: F401
 import firmware.pacing  # noqa: F401
 import firmware.provision  # noqa: F401
 import firmware.pulses  # noqa: F401

@@ -1,0 +1,175 @@
+# The reading pipeline: pulses -> readings -> telemetry. Every main-loop step it drains the
+# pulse counter, takes a reading when one is due and keeps the pulse index on flash within its
+# write budget; while the supervisor is connected it sends the waiting readings (batched,
+# paced under ThingsBoard's rate limits) and the health message.
+#
+# The supervisor (firmware/supervisor.py) calls four things: start() once, service() every
+# step, send() every step of the run state, shutdown() before a planned reset. It knows nothing
+# of readings, and this knows nothing of connection states: it is told whether it may send.
+
+from micropython import const
+
+from firmware import telemetry
+from firmware.link import LinkError
+from firmware.pacing import Pacer
+
+_BATCH_MAX = const(20)  # readings per telemetry message (~1.5 KB)
+_BATCH_GROW_AFTER = const(20)  # acknowledged messages at a reduced batch size before doubling it
+_PUBLISH_GAP_MS = const(500)  # between telemetry messages when replaying a backlog
+_PULSES_RECORD = const("pulses")
+
+
+class Pipeline:
+    def __init__(self, hal, cfg, store, pulses, queue, clock, log, payload):
+        self._hal = hal
+        self._cfg = cfg
+        self._store = store
+        self.pulses = pulses
+        self.queue = queue  # readings waiting for their PUBACK (firmware/backlog.py)
+        self._clock = clock
+        self._log = log
+        # One buffer for every telemetry message, allocated once; main.py allocates it first
+        # thing, before the heap fragments.
+        self._payload = payload
+        self._pacer = Pacer(hal.ticks_diff, hal.ticks_ms())
+        self.interval_s = cfg["publish_interval_s"]
+        self._batch_max = _BATCH_MAX
+        self._batch_ok = 0  # acknowledged messages since the batch size was last cut
+        self.persisted_index = 0
+        self._persist_ms = None
+        self._sample_ms = None
+        self._health_ms = None
+        self._publish_ms = None
+        self._boot_ms = 0
+        self.published = 0  # telemetry messages acknowledged since boot
+
+    def start(self, now):
+        self._boot_ms = now
+        rec = self._store.read(_PULSES_RECORD)
+        index = rec.get("index") if isinstance(rec, dict) else None
+        if isinstance(index, int) and index >= 0:
+            self.pulses.index = index
+        self.persisted_index = self.pulses.index
+        self._persist_ms = now
+        if hasattr(self.queue, "load"):
+            self.queue.load()  # readings a previous boot could not send
+
+    def uptime_s(self):
+        return self._hal.ticks_diff(self._hal.ticks_ms(), self._boot_ms) // 1000
+
+    def set_interval(self, seconds):
+        self.interval_s = seconds
+
+    def reporting(self):
+        """Sending resumes: the first batch may go at once."""
+        self._publish_ms = None
+
+    # --- every step ------------------------------------------------------------------------------
+
+    def service(self, now, online):
+        self.pulses.service(now)
+        self._sample(now, online)
+        self._persist_if_due(now, False)
+
+    def _sample(self, now, online):
+        interval = self.interval_s * 1000
+        if self._sample_ms is not None and self._hal.ticks_diff(now, self._sample_ms) < interval:
+            return
+        ts = self._clock.epoch_ms()
+        if not ts and not online:
+            # No timestamp and nobody to send it to: the index keeps the energy anyway. The
+            # first reading is taken as soon as there is either.
+            return
+        self._sample_ms = now
+        # A reading carries the index as it is on flash, never a newer one: after a power cut
+        # the meter restarts from the flash copy, and the server must never see the index go
+        # backwards. Writing it now when the write budget allows keeps the lag at most
+        # persist_interval_s; power is always live.
+        self._persist_if_due(now, False)
+        self.queue.push(ts, self.persisted_index, telemetry.power_dw(self.pulses.power_w))
+
+    def _persist_if_due(self, now, force):
+        # Bounded flash wear: at most once per persist_interval_s, and only when changed.
+        index = self.pulses.index
+        if index == self.persisted_index:
+            return True
+        if not force and self._hal.ticks_diff(now, self._persist_ms) < \
+                self._cfg["persist_interval_s"] * 1000:
+            return False
+        self._store.write(_PULSES_RECORD, {"index": index})
+        self.persisted_index = index
+        self._persist_ms = now
+        return True
+
+    # --- while connected -----------------------------------------------------------------------
+
+    def send(self, link, now):
+        """Publish what is due. True when the server acknowledged a message; LinkError when the
+        connection failed."""
+        acked = self._publish_due(link, now)
+        self._health_due(link, now)
+        return acked
+
+    def _publish_due(self, link, now):
+        q = self.queue
+        if not len(q):
+            return False
+        if self._publish_ms is not None and self._hal.ticks_diff(now, self._publish_ms) < _PUBLISH_GAP_MS:
+            return False
+        try:
+            batch = q.peek(self._batch_max)
+            if not batch:
+                return False
+            payload, n = self._payload.batch(batch, self._cfg["pulses_per_kwh"])
+        except MemoryError:
+            # Never a reason to reset (the same backlog would be waiting after the reset):
+            # send fewer readings per message instead.
+            self._shrink_batch(self._batch_max, "low memory")
+            return False
+        if not self._pacer.allow(3 * n, now):
+            return False  # ThingsBoard would close the session for rate: wait for tokens
+        try:
+            link.publish(telemetry.TOPIC, payload, 1)
+        except LinkError:
+            if n > 1:
+                # A server with rate limits tighter than ThingsBoard Cloud's (which the pacer
+                # assumes) closes the session on a batch whose data points exceed its budget,
+                # and would close it again on the same batch after every reconnect.
+                self._shrink_batch(n, "connection lost sending %d readings" % n)
+            raise
+        q.drop(n)  # only now, after the PUBACK
+        self.published += 1
+        self._publish_ms = now
+        if self._batch_max < _BATCH_MAX:
+            self._batch_ok += 1
+            if self._batch_ok >= _BATCH_GROW_AFTER:
+                self._batch_max = min(_BATCH_MAX, self._batch_max * 2)
+                self._batch_ok = 0
+        return True
+
+    def _shrink_batch(self, n, why):
+        self._batch_max = max(1, n // 2)
+        self._batch_ok = 0
+        self._log.warn("run", "%s: %d readings per message for now", why, self._batch_max)
+
+    def _health_due(self, link, now):
+        interval = self._cfg["health_interval_s"] * 1000
+        if not interval:
+            return
+        if self._health_ms is not None and self._hal.ticks_diff(now, self._health_ms) < interval:
+            return
+        if not self._pacer.allow(4, now):
+            return
+        self._health_ms = now
+        hal = self._hal
+        link.publish(telemetry.TOPIC, telemetry.health(
+            self._clock.epoch_ms(), self.uptime_s(), hal.wifi_rssi(), hal.mem_free(),
+            self.pulses.missed_edges), 0)
+
+    # --- planned stop ----------------------------------------------------------------------------
+
+    def shutdown(self):
+        """Before a planned reset: the pulses counted so far go to flash."""
+        now = self._hal.ticks_ms()
+        self.pulses.service(now)
+        self._persist_if_due(now, True)

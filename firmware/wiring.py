@@ -1,0 +1,45 @@
+# The one place where the meter's objects are built and connected. main.py calls build() on
+# the board and on the Unix port; the unit tests' harness and the virtual meters run the same
+# code with their HAL and their umqtt. Needed only at boot: main.py unloads it afterwards.
+
+
+def build(hal, umqtt, log, store, cfg, tls, payload=None, rand=None):
+    """The meter's supervisor, with everything it drives.
+
+    hal: firmware/hal (the board, the Unix port, or the tests' fake); umqtt: the umqtt.simple
+    module (or a stand-in); log, store: firmware.log.Log and firmware.store.Store; cfg, tls: the
+    validated config and the TLS context (or None) from firmware/startup.py; payload: the
+    telemetry buffer (main.py allocates it first, while the heap is in one piece); rand: a
+    function returning floats in [0, 1) for the backoff jitter."""
+    from binascii import hexlify
+    from firmware import crashes
+    from firmware.backlog import Backlog
+    from firmware.clock import Clock
+    from firmware.gesture import BootGesture
+    from firmware.led import StatusLed
+    from firmware.link import Link
+    from firmware.pipeline import Pipeline
+    from firmware.pulses import PulseCounter
+    from firmware.remote import Remote
+    from firmware.supervisor import Supervisor
+    from firmware.telemetry import Payload
+
+    if rand is None:
+        import random
+        rand = random.random
+    pulses = PulseCounter(hal.ticks_us, hal.ticks_diff, cfg["pulses_per_kwh"],
+                          cfg["pulse_min_interval_ms"], cfg["zero_power_timeout_s"])
+    pulses.hw = hal.pulse_input(cfg["pulse_pin"], cfg["pulse_pull_up"], cfg["pulse_edge"],
+                                pulses.edge, cfg["pulse_hw_counter"] == "auto")
+    clock = Clock(hal, log, cfg["ntp_host"])
+    pipeline = Pipeline(hal, cfg, store, pulses, Backlog(log, cfg["buffer_points"]), clock, log,
+                        payload or Payload())
+    link = Link(umqtt, hal.socket, hal.ticks_ms, hal.ticks_diff, log)
+    name = cfg["device_name"] or "meter-" + hexlify(hal.unique_id()).decode()
+    gesture = BootGesture(store, cfg["reprovision_cycles"], cfg["reprovision_window_s"] * 1000,
+                          hal.ticks_diff)
+    led = StatusLed(hal.led_setter(cfg["status_led_pin"], cfg["status_led_inverted"]),
+                    hal.ticks_diff, log)
+    return Supervisor(hal, cfg, store, link, pipeline, clock, log, rand, name, tls=tls,
+                      gesture=gesture, led=led, remote=Remote(log),
+                      on_healthy=lambda: crashes.forget(store))
