@@ -80,7 +80,7 @@ console: $(VENV)/.stamp
 	$(VENV)/bin/mpremote connect "$(PORT)" repl
 
 build: $(VENV)/.stamp lib
-	$(PY) tools/build_device.py build/device-$(or $(MARCH),bytecode) $(if $(MARCH),--march $(MARCH)) \
+	$(PY) tools/build_device.py build/device-$(or $(MARCH),bytecode) $(if $(MARCH),--march $(MARCH)) --board \
 		--package-json package.json
 	@echo "build: frozen-firmware manifest: manifest.py (docs/deploy.md)"
 

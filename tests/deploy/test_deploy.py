@@ -7,6 +7,7 @@ import pty
 import select
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -250,9 +251,9 @@ def test_make_build_package_json_lets_mip_install_from_the_checkout(board):
     with open(os.path.join(ROOT, "package.json")) as f:
         pkg = json.load(f)
     targets = {t for t, _src in pkg["urls"]}
-    srcs = {rel.replace(os.sep, "/") + ".py" for _s, rel in build_device.sources()
+    srcs = {rel.replace(os.sep, "/") + ".py" for _s, rel in build_device.sources(board=True)
             if rel.startswith("firmware")}
-    assert targets == srcs | {"main.py", "boot.py"}
+    assert targets == srcs | {"main.py", "boot.py"} and "firmware/hal/unix.py" not in targets
     r = run([MPREMOTE, "connect", board.port, "mip", "install", "--target", ".",
              os.path.join(ROOT, "package.json")])
     assert r.returncode == 0, r.stdout + r.stderr
@@ -271,10 +272,10 @@ def test_frozen_manifest_freezes_every_firmware_module(tmp_path):
         included.append(path)
 
     def package(name, files=None, base_path=".", opt=None):
-        assert files is None and opt == 2  # -O2, as `make deploy` compiles
-        for d, _dirs, fs in os.walk(os.path.join(base_path, name)):
-            frozen.extend(os.path.relpath(os.path.join(d, f), base_path).replace(os.sep, "/")
-                          for f in fs if f.endswith(".py"))
+        assert opt == 2  # -O2, as `make deploy` compiles
+        for f in files:  # relative to the package, as manifestfile.py takes them
+            assert os.path.exists(os.path.join(base_path, name, f)), f
+            frozen.append(name + "/" + f)
 
     cwd = os.getcwd()
     os.chdir(ROOT)
@@ -285,6 +286,23 @@ def test_frozen_manifest_freezes_every_firmware_module(tmp_path):
     finally:
         os.chdir(cwd)
     assert included == ["$(PORT_DIR)/boards/manifest.py"]  # keeps the port's umqtt.simple
-    srcs = {rel.replace(os.sep, "/") + ".py" for _s, rel in build_device.sources()
+    srcs = {rel.replace(os.sep, "/") + ".py" for _s, rel in build_device.sources(board=True)
             if rel.startswith("firmware")}
-    assert set(frozen) == srcs
+    assert set(frozen) == srcs and "firmware/hal/unix.py" not in srcs
+    assert "firmware/hal/esp32.py" in srcs
+
+
+def test_an_esp32_gets_no_unix_port_hal(tmp_path):
+    tree = str(tmp_path / "tree")
+    build_device.build(tree, "xtensawin")
+    files = deploytool.device_files(tree)
+    assert "firmware/hal/unix.mpy" in [r for _l, r in files]  # the tree serves Unix-port boards
+    esp32 = [r for _l, r in deploytool.for_platform(files, "esp32")]
+    assert "firmware/hal/unix.mpy" not in esp32 and "firmware/hal/esp32.mpy" in esp32
+    assert len(esp32) == len(files) - 1
+    board = tmp_path / "board"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_device.py"),
+                        str(board), "--march", "xtensawin", "--board"], capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert not (board / "firmware" / "hal" / "unix.mpy").exists()
+    assert (board / "firmware" / "hal" / "esp32.mpy").exists()
