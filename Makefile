@@ -39,7 +39,7 @@ test: venv lib typings
 # The firmware on the MicroPython Unix port against tbsim, metering a simulated household.
 # METERS=N  LOAD_W=W (constant load)  DURATION=S  REPORT=file.json  SPEEDUP=X (daily profile)
 sim: venv lib
-	$(PY) -m lab.sim
+	$(if $(MICROPYTHON),MICROPYTHON="$(MICROPYTHON)") $(PY) -m lab.sim
 
 clean:
 	rm -rf $(VENV) lib build run .pytest_cache typings
@@ -106,7 +106,7 @@ typecheck: typings
 .PHONY: fleet ca
 
 fleet: venv lib
-	$(PY) -m bench.fleet $(if $(METERS),--meters $(METERS)) $(if $(OUTAGE),--outage $(OUTAGE)) \
+	$(if $(MICROPYTHON),MICROPYTHON="$(MICROPYTHON)") $(PY) -m bench.fleet $(if $(METERS),--meters $(METERS)) $(if $(OUTAGE),--outage $(OUTAGE)) \
 		$(if $(REPORT),--report $(REPORT))
 
 CA_BUNDLE := build/ca/thingsboard-cloud.der
@@ -120,5 +120,6 @@ build deploy: $(CA_BUNDLE)
 
 # The firmware's figures beside a naive baseline's, on the MicroPython Unix port against
 # tbsim (docs/benchmarks.md): prints the table, writes bench/results.json. About 6 min.
+# MICROPYTHON=<binary>: the same figures on another build of the Unix port (docs/benchmarks.md).
 bench: venv lib
-	$(PY) -m bench
+	$(if $(MICROPYTHON),MICROPYTHON="$(MICROPYTHON)") $(PY) -m bench

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from bench import flash, heap, hour, isr, loss, power, report, timing, wire
+from bench import alloctrace, breakdown, flash, heap, hour, isr, loss, power, report, timing, wire
 from bench.rig import Rig, together
 from bench.settings import FULL, SMOKE
 from bench.trees import build_trees
@@ -44,6 +44,7 @@ def run(s, out_path, keep=False, log=print, build_dir=None):
     trees = build_trees(build_dir) if build_dir else build_trees()
     rig = Rig(trees, keep=keep)
     figures, meta, problems = {}, {}, []
+    detail = {}  # the heap breakdown and the allocation trace: tables, not figures
     started = time.time()
 
     def part(name, fn):
@@ -71,7 +72,14 @@ def run(s, out_path, keep=False, log=print, build_dir=None):
              ("heap", lambda: _both(lambda k: heap.heap_figures(rig, k, s))),
              ("boot_times", lambda: timing.boot_times(rig, s)),
              ("power", lambda: power.power_accuracy(rig, s)),
-             ("pulse_loss", lambda: loss.pulse_loss(rig, s))]
+             ("pulse_loss", lambda: loss.pulse_loss(rig, s)),
+             ("heap_breakdown", lambda: _detail(detail, "breakdown",
+                                                breakdown.breakdown(rig, trees, s),
+                                                breakdown.summary)),
+             ("allocations", lambda: _detail(detail, "allocations",
+                                             alloctrace.run(rig, trees, s, s.steady_after,
+                                                            s.cycles),
+                                             alloctrace.summary))]
     # Long, not timing-sensitive: always side by side.
     long_parts = [("min_heapsize", lambda: heap.min_heapsize_both(rig, s)),
                   ("wire", lambda: wire.wire_bytes(rig, s)),
@@ -98,6 +106,7 @@ def run(s, out_path, keep=False, log=print, build_dir=None):
     results = {"firmware": figures["firmware"], "baseline": figures["baseline"],
                "limits": dict(report.LIMITS)}
     results["goals"] = report.judge(results)
+    results.update(detail)
     meta.update(command="make bench" if s.name == "full" else "python -m bench --smoke",
                 settings=s.name, machine=_machine(), python=platform.python_version(),
                 micropython=_micropython(),
@@ -106,6 +115,11 @@ def run(s, out_path, keep=False, log=print, build_dir=None):
     results["meta"] = meta
     report.write(results, out_path)
     return results, problems
+
+
+def _detail(detail, key, value, summary):
+    detail[key] = value
+    return {"firmware": summary(value)}
 
 
 def _both(fn):
@@ -126,6 +140,11 @@ def main(argv=None):
     print()
     print(report.table(results))
     print()
+    if "breakdown" in results:
+        print(breakdown.table(results["breakdown"]))
+        print()
+    if "allocations" in results:
+        print(alloctrace.table(results["allocations"]))
     print("%s, %s; %s; MicroPython %s; TLS %s" % (results["meta"]["command"], results["meta"]["date"],
                                                  results["meta"]["machine"],
                                                  results["meta"]["micropython"],

@@ -56,8 +56,9 @@ def build_trees(out=BENCH_BUILD):
         _copy_tree(src, d)
         if name == "device-probe":
             os.replace(os.path.join(d, "main.py"), os.path.join(d, "meter_main.py"))
-        _compile(os.path.join(BENCH_SRC, "probe", "probe.py"), os.path.join(d, "lib", "probe.mpy"),
-                 "probe.py")
+        for probe in ("probe", "heapmap", "alloctrace"):
+            _compile(os.path.join(BENCH_SRC, "probe", probe + ".py"),
+                     os.path.join(d, "lib", probe + ".mpy"), probe + ".py")
         shutil.copyfile(os.path.join(BENCH_SRC, "probe", "main.py"), os.path.join(d, "main.py"))
         trees[name] = d
     return trees

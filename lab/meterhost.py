@@ -22,7 +22,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
-MICROPYTHON = os.path.join(VENV_BIN, "micropython")
+# MICROPYTHON=<binary> (make bench, make sim, make fleet, the end-to-end tests) runs every
+# virtual meter on another build of the Unix port: a 32-bit one, a newer release. Resolved
+# here, since each meter runs in a directory of its own.
+MICROPYTHON = os.path.abspath(os.environ.get("MICROPYTHON") or os.path.join(VENV_BIN, "micropython"))
 DEVICE_DIR = os.path.join(ROOT, "build", "device")
 RESET_EXIT_CODE = 3  # firmware/hal/unix.py
 

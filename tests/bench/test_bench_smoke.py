@@ -73,3 +73,24 @@ def test_heap_and_wire_figures_are_plausible(results):
     # The firmware times pulses: at a constant load it is within a few percent even here,
     # with every part of the smoke run sharing two cores.
     assert results["firmware"]["power_error_pct"]["steady"] < 10
+
+
+def test_the_heap_breakdown_and_the_allocation_trace_account_for_the_heap(results):
+    for transport in ("plain", "tls"):
+        b = results["breakdown"][transport]
+        mods = {m["module"]: m for m in b["modules"]}
+        # Every firmware module main.py loads was measured, with its code counted.
+        for name in ("firmware.meter", "firmware.link", "firmware.telemetry", "umqtt.simple"):
+            assert mods[name]["bytes"] > mods[name]["code"] > 0, (transport, name)
+        assert not mods["firmware.startup"]["resident"] and mods["firmware.meter"]["resident"]
+        resident = sum(m["bytes"] for m in b["modules"] if m["resident"])
+        running = b["phases"]["running"]["live"]
+        assert 0.5 * running < resident < running, (transport, resident, running)
+    tls_ctx = [o["bytes"] for o in results["breakdown"]["tls"]["objects"]
+               if o["what"].startswith("TLS")]
+    assert tls_ctx and tls_ctx[0] > 1000
+    a = results["allocations"]["publish"]
+    measured = results["firmware"]["alloc_per_publish_bytes"]
+    # The traced step allocates what the untraced one does: the tracer adds nothing.
+    assert 0.5 * measured <= a["net"] <= 2 * measured, (a["net"], measured)
+    assert a["requested"] >= a["net"] // 2 and a["lines"]
