@@ -29,12 +29,13 @@ _QSTR = re.compile(r"^qstr pool: n_pool=\d+, n_qstr=(\d+), n_str_data_bytes=\d+,
 # The modules main.py loads, in its order (boot-only ones included: they are loaded too).
 BOOT = ["firmware", "firmware.crashes", "firmware.log", "firmware.store", "firmware.pulses",
         "firmware.telemetry", "firmware.hal", "firmware.hal.unix", "firmware.cups",
-        "firmware.config", "firmware.startup", "umqtt", "umqtt.simple", "firmware.readings",
-        "firmware.backlog", "firmware.gesture", "firmware.link", "firmware.attributes",
-        "firmware.credentials", "firmware.backoff", "firmware.pacing", "firmware.meter",
-        "firmware.remote", "firmware.led"]
+        "firmware.config", "firmware.startup", "umqtt", "umqtt.simple", "firmware.wiring",
+        "firmware.readings", "firmware.backlog", "firmware.clock", "firmware.gesture",
+        "firmware.led", "firmware.link", "firmware.pacing", "firmware.pipeline",
+        "firmware.remote", "firmware.attributes", "firmware.credentials", "firmware.backoff",
+        "firmware.states", "firmware.supervisor"]
 # Candidates for loading on demand: (module, what must be loaded before it)
-LAZY = [("firmware.provision", ["firmware.meter"]), ("firmware.remote", ["firmware.credentials"]),
+LAZY = [("firmware.provision", ["firmware.supervisor"]), ("firmware.remote", ["firmware.credentials"]),
         ("firmware.report", ["firmware.log"]), ("firmware.gesture", []),
         ("firmware.attributes", []), ("firmware.backlog", ["firmware.readings"]),
         ("firmware.startup", []), ("firmware.config", ["firmware.cups"])]

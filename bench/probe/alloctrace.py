@@ -13,7 +13,7 @@
 # words, py/objfun.c), allocated at the call (charged to the calling line) and freed at the
 # return (a negative net figure on the callee's last line).
 #
-# run(): after BENCH_STEADY acknowledged publishes, every Meter.step is traced for
+# run(): after BENCH_STEADY acknowledged publishes, every Supervisor.step is traced for
 # BENCH_CYCLES publish cycles. Each step prints "ALLOC step <published> <net> <requested>" and
 # then "ALLOC site <site> <net> <requested>" for each site that allocated; site 0 is everything outside the
 # instrumented code (the probe's own step wrapper, which allocates nothing).
@@ -82,28 +82,28 @@ def run(_overhead):
     n = int(os.getenv("BENCH_SITES") or 4096)
     _bytes = array("l", [0] * n)
     _gross = array("l", [0] * n)
-    from firmware.meter import Meter
-    orig = Meter.step
+    from firmware.supervisor import Supervisor
+    orig = Supervisor.step
     state = [0, 0]  # publishing steps traced, tracing on
 
     def step(meter):
         if not state[1]:
             orig(meter)
-            if meter.published >= steady:
+            if meter.pipeline.published >= steady:
                 state[1] = 1
             return
-        before = meter.published
+        before = meter.pipeline.published
         _start()
         orig(meter)
         _stop()
-        _dump(meter.published)
+        _dump(meter.pipeline.published)
         gc.enable()
         gc.collect()
-        if meter.published > before:
+        if meter.pipeline.published > before:
             state[0] += 1
             if state[0] > cycles:
                 print("ALLOC done")
                 sys.exit(0)
 
-    Meter.step = step
+    Supervisor.step = step
     import meter_main  # noqa: F401  (main.py: runs the meter until step() exits)

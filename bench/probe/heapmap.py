@@ -9,7 +9,7 @@
 # - Constructors and boot steps (WRAPS) are replaced by wrappers that print the heap they
 #   leave behind (live bytes after minus before, each after a collection): the telemetry
 #   buffer, the TLS context, the HAL, the backlog, each MQTT connection ...
-# - Meter.step marks the phases: the first step (boot done), and the step after
+# - Supervisor.step marks the phases: the first step (boot done), and the step after
 #   BENCH_STEADY acknowledged publishes (running), where the interned names are listed
 #   (qstr_info(1)) and the run ends.
 #
@@ -50,7 +50,9 @@ WRAPS = {
     "firmware.led": (("StatusLed", "StatusLed()", "call"),),
     "firmware.remote": (("Remote", "Remote()", "call"),
                         ("Remote.on_connect", "Remote.on_connect() (subscriptions)", "meth")),
-    "firmware.meter": (("Meter", "Meter() (with backoff, pacer, marker)", "call"),),
+    "firmware.clock": (("Clock", "Clock()", "call"),),
+    "firmware.pipeline": (("Pipeline", "Pipeline() (with the pacer)", "call"),),
+    "firmware.supervisor": (("Supervisor", "Supervisor() (with backoff, marker)", "call"),),
 }
 
 
@@ -133,7 +135,7 @@ def _patch(name):
     for attr, label, how in sorted(todo, key=lambda t: t[2] == "call"):
         if how == "call":
             orig = getattr(mod, attr)
-            if attr == "Meter":
+            if attr == "Supervisor":
                 orig.step = _step_wrapper(orig.step)  # on the class: the phase marks
             setattr(mod, attr, _caller(label, orig))
         else:
@@ -156,7 +158,7 @@ def _step_wrapper(orig):
             _phase = 1
             _phase_mark("boot")
         orig(meter)
-        if _phase == 1 and meter.published >= _steady:
+        if _phase == 1 and meter.pipeline.published >= _steady:
             _phase = 2
             _phase_mark("running")
             print("HEAPMAP resident " + " ".join(k for k in sys.modules))

@@ -80,9 +80,10 @@ def test_the_heap_breakdown_and_the_allocation_trace_account_for_the_heap(result
         b = results["breakdown"][transport]
         mods = {m["module"]: m for m in b["modules"]}
         # Every firmware module main.py loads was measured, with its code counted.
-        for name in ("firmware.meter", "firmware.link", "firmware.telemetry", "umqtt.simple"):
+        for name in ("firmware.supervisor", "firmware.pipeline", "firmware.link",
+                     "firmware.telemetry", "umqtt.simple"):
             assert mods[name]["bytes"] > mods[name]["code"] > 0, (transport, name)
-        assert not mods["firmware.startup"]["resident"] and mods["firmware.meter"]["resident"]
+        assert not mods["firmware.startup"]["resident"] and mods["firmware.supervisor"]["resident"]
         resident = sum(m["bytes"] for m in b["modules"] if m["resident"])
         running = b["phases"]["running"]["live"]
         assert 0.5 * running < resident < running, (transport, resident, running)
