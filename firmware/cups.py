@@ -4,7 +4,7 @@
 # Format: "ES" + 16 digits (4-digit distributor + 12-digit supply point) + 2 check letters,
 # optionally followed by 2 characters (border-point digit + type letter, e.g. "0F", "1P").
 # Check letters: r = int(16 digits) mod 529; (q, m) = divmod(r, 23); letters = T[q] + T[m]
-# with T the Spanish DNI table below (python-stdnum stdnum/es/cups.py; see prior-art.md §3).
+# with T the Spanish DNI table below (arthurdejong/python-stdnum : stdnum/es/cups.py).
 
 try:
     from micropython import const  # pyright: ignore[reportAssignmentType]  (CPython fallback below)
