@@ -8,6 +8,9 @@
 import sys
 
 import micropython
+from micropython import const
+
+_GC_EVERY = const(16384)  # bytes allocated between automatic collections
 
 
 def build(hal, log, store, payload):
@@ -69,8 +72,14 @@ def main():
         log.info("main", "meter firmware starting on %s", hal.name)
         meter = build(hal, log, store, payload)
         gc.collect()
-        # Collect early, before the heap fragments (docs/reference/constrained.rst).
-        gc.threshold(gc.mem_free() // 4 + gc.mem_alloc())
+        # Collect early, before the heap fragments (micropython/micropython :
+        # docs/reference/constrained.rst). gc.threshold() counts bytes allocated since the last
+        # collection, not a heap level, so it is a fixed amount: a quarter of the smallest
+        # heap the meter runs in, the same on every build. (The documented recipe,
+        # mem_free() // 4 + mem_alloc(), is most of the heap, and on ESP32 builds whose heap
+        # grows from the IDF heap mem_free() also counts that growth room: it would never fire
+        # before an allocation failed.)
+        gc.threshold(_GC_EVERY)
         meter.run_forever()
     except KeyboardInterrupt:
         raise  # Ctrl-C at the console (or SIGINT on the Unix port): a person is in charge

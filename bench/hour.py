@@ -2,7 +2,7 @@
 hour at default settings, compressed 30 times as in the min_heapsize runs (publish_interval_s
 2, health_interval_s 20, for 60 and 600): the messages of 120 s are those of an hour. Compared
 with ThingsBoard Cloud's per-device limits: 7000 telemetry messages and 15000 data points an
-hour (thingsboard-device-api.md section 7).
+hour (docs/thingsboard.md §7).
 """
 
 import time

@@ -18,7 +18,7 @@ def connect_params(creds, device_name):
     if creds["type"] == "MQTT_BASIC":
         return creds["clientId"] or device_name, creds["userName"], creds["password"]
     # ThingsBoard ignores the client id of token sessions (sessions are keyed by device), but
-    # it must never be "provision" (that makes a provision-only session, §1).
+    # it must never be "provision" (that makes a provision-only session, docs/thingsboard.md §1).
     return device_name, creds["token"], ""
 
 

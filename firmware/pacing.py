@@ -2,7 +2,7 @@
 #
 # ThingsBoard Cloud enforces per-device limits on telemetry messages and on telemetry data
 # points (keys), over several windows at once, and closes the connection when one is exceeded
-# (thingsboard-device-api.md §7; client attributes count as telemetry). The meter spends from
+# (docs/thingsboard.md §7; client attributes count as telemetry). The meter spends from
 # token buckets sized at 80 % of the Free plan, the tightest one:
 #   telemetry messages   50/s  600/min  7000/h   -> 40/s 480/min 5600/h
 #   telemetry points    100/s 2000/min 15000/h   -> 80/s 1600/min 12000/h

@@ -1,4 +1,4 @@
-# ThingsBoard device provisioning over MQTT (thingsboard-device-api.md §2).
+# ThingsBoard device provisioning over MQTT (docs/thingsboard.md §2).
 #
 # The exchange: CONNECT with client id and username "provision" (a provision-only session,
 # password ignored), SUBSCRIBE /provision/response without waiting for the SUBACK, PUBLISH the

@@ -1,7 +1,7 @@
 # What the platform may ask of a running meter: a few safe server-side RPC methods and one
 # shared attribute. Everything arriving here is treated as hostile until parsed and checked.
 #
-# RPC (v1/devices/me/rpc/request/<id>, reply on .../response/<id>, §4):
+# RPC (v1/devices/me/rpc/request/<id>, reply on .../response/<id>, docs/thingsboard.md §4):
 #   status       -> state, pulse index, energy, power, uptime, heap, backlog; never a secret
 #   reboot       -> the index is saved, the reply sent, then the meter resets
 #   reprovision  -> as the technician's power-cycle gesture: provision again and resend the

@@ -63,7 +63,7 @@ class Store:
         body = json.dumps(obj).encode()
         self._ensure_dir()
         tmp = self._path(name, ".tmp")
-        # `with` closes the file: an unclosed file is empty after a reset (host-tooling.md §1b).
+        # `with` closes the file: an unclosed file is empty after a reset (docs/unix-port.md §3).
         with open(tmp, "wb") as f:
             f.write(body)
             f.write(b"\n%08x\n" % (crc32(body) & 0xFFFFFFFF))

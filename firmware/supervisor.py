@@ -11,7 +11,7 @@
 # (DNS, TCP, TLS, MQTT) are bounded by the link's deadlines; the hardware counter and the
 # interrupt handler keep counting through them.
 #
-# Re-provisioning rules (docs/thingsboard.md):
+# Re-provisioning rules (docs/thingsboard.md §1, §2.8):
 # - provision only when no credentials are stored, the stored ones were refused with CONNACK 5
 #   (or 2), or the technician's gesture asked for it; never on DNS/socket errors, timeouts or
 #   CONNACK 3;

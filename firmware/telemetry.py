@@ -1,4 +1,4 @@
-# Telemetry payloads for v1/devices/me/telemetry (thingsboard-device-api.md §3).
+# Telemetry payloads for v1/devices/me/telemetry (docs/thingsboard.md §3).
 #
 # A reading is (ts_ms, pulse_index, power_dw): epoch ms (0 = not synced: the server stamps it
 # on arrival), the cumulative pulse index, and power in tenths of a watt. Text is produced

@@ -2,7 +2,7 @@
 
 Every test run makes its own keys (nothing secret is committed). Calling make_test_pki twice gives two
 unrelated CAs, which is what wrong-CA tests need. MicroPython's ssl only takes the CA in DER form
-(host-tooling.md §1(d)), so both encodings are written.
+(docs/unix-port.md §8), so both encodings are written.
 
     python -m lab.certs DIR [HOSTNAME ...]
 """

@@ -5,7 +5,7 @@ generic broker never does (CONNACK codes chosen from the credentials shape, PUBA
 was accepted, a bare TCP close instead of a reply, ...): see README.md "Why our own MQTT layer".
 
 Decoding mirrors what Netty's MqttDecoder (which ThingsBoard uses) accepts and rejects, because a
-decode failure in ThingsBoard means "connection closed" (thingsboard-device-api.md §7):
+decode failure in ThingsBoard means "connection closed" (docs/thingsboard.md §7):
   * remaining length > max_payload_size (65536): close without reading the body;
   * a remaining length that needs a fifth byte: close;
   * reserved or unknown packet type, QoS 3, SUBSCRIBE/UNSUBSCRIBE/PUBREL without the 0b0010 flags: close;

@@ -1,5 +1,5 @@
 """Device provisioning over MQTT: request parsing and ThingsBoard's decision logic
-(thingsboard-device-api.md §2.2-§2.6).
+(docs/thingsboard.md §2.2-§2.6).
 
 Two ways a request fails without any reply, and the difference is visible on the wire for QoS 1:
   * ParseFailure(puback=False): TB's AdaptorException path (payload is not a JSON object, or a field is

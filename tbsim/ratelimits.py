@@ -1,4 +1,4 @@
-"""Per-device transport rate limits as ThingsBoard enforces them (thingsboard-device-api.md §7).
+"""Per-device transport rate limits as ThingsBoard enforces them (docs/thingsboard.md §7).
 
 TB keeps three limiters per device, each a bucket4j bucket with one "capacity:seconds" bandwidth per
 window, greedy refill (tokens trickle back continuously) and starting full (TbRateLimits):

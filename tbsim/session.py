@@ -1,6 +1,6 @@
 """One MQTT connection, handled as ThingsBoard's MqttTransportHandler handles it.
 
-Section numbers refer to shared/reference/thingsboard-device-api.md. The read loop processes one packet
+Section numbers refer to docs/thingsboard.md. The read loop processes one packet
 at a time, so packets that arrive while a CONNECT is still being authorised wait, as TB's per-session
 queue makes them wait; PUBACKs are written only after the data has been stored (§3 "PUBACK only after
 acceptance").

@@ -226,7 +226,7 @@ class Store:
             if device is None:
                 return None
             if device.credentials_type == ACCESS_TOKEN:
-                return device              # the password is ignored for access tokens (§1)
+                return device              # the password is ignored for access tokens (docs/thingsboard.md §1)
             if device.credentials_type == MQTT_BASIC and \
                     self._basic_check(device, client_id, username, password) == "valid":
                 return device

@@ -1,6 +1,6 @@
 """ThingsBoard's JSON reading: Gson's lenient parser, value typing and the device payload shapes.
 
-Two kinds of failure matter, because ThingsBoard treats them differently (thingsboard-device-api.md §5):
+Two kinds of failure matter, because ThingsBoard treats them differently (docs/thingsboard.md §5):
   * Invalid  - an AdaptorException in TB (bad JSON, wrong shape): close, or PUBACK-and-drop when the
                profile's "send PUBACK on validation failure" option is on and QoS >= 1;
   * Crash    - an uncaught runtime exception in TB (ts that is not a number, NaN value, missing RPC

@@ -121,7 +121,7 @@ def test_server_down_at_boot_backs_off_then_recovers(sim, meters):
 
 def test_gesture_keeps_working_credentials_on_failure_and_provisions_where_allowed(sim, meters):
     # A check-pre-provisioned profile: the administrator creates the device; a second
-    # provisioning is refused until they reset it (thingsboard-device-api.md §2.3, §2.8).
+    # provisioning is refused until they reset it (docs/thingsboard.md §2.3, §2.8).
     sim.add_profile(Profile("pre-key-000001", "pre-secret-000001", strategy="check-pre-provisioned"))
     sim.add_device(NAME, profile_key="pre-key-000001", token="admin-made-token-0001")
     m = meters(base_config(sim, provision_key="pre-key-000001", provision_secret="pre-secret-000001"))

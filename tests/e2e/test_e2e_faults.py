@@ -123,7 +123,7 @@ def test_dns_failing_then_recovering(sim, meters):
 def test_session_closed_for_rate_then_paced_replay_completes(sim, meters, monkeypatch):
     # A plan tighter than the meter's pacer (which assumes ThingsBoard Cloud's): 30 data points
     # a second, so a replayed batch of 20 readings (60 points) gets the session closed, as
-    # ThingsBoard does (§7). The meter must split its batches rather than resend the same one
+    # ThingsBoard does (docs/thingsboard.md §7). The meter must split its batches rather than resend the same one
     # after every reconnect.
     monkeypatch.setitem(ratelimits.PLANS, "tight", {
         "messages": "20:1,200:60,5000:3600",

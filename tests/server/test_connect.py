@@ -1,4 +1,4 @@
-"""CONNECT / CONNACK and session rules (thingsboard-device-api.md §1, §9)."""
+"""CONNECT / CONNACK and session rules (docs/thingsboard.md §1, §9)."""
 import socket
 import time
 

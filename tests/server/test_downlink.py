@@ -1,4 +1,4 @@
-"""Server-to-device traffic: attribute requests, shared-attribute pushes, RPC both ways (§4)."""
+"""Server-to-device traffic: attribute requests, shared-attribute pushes, RPC both ways (docs/thingsboard.md §4)."""
 import json
 import threading
 

@@ -1,4 +1,4 @@
-"""Rate limits, the 65536-byte packet limit, inactivity and keepalive (§7, §9)."""
+"""Rate limits, the 65536-byte packet limit, inactivity and keepalive (docs/thingsboard.md §7, §9)."""
 import json
 import struct
 import time

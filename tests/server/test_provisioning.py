@@ -1,4 +1,4 @@
-"""Provisioning over MQTT (thingsboard-device-api.md §2): sessions, replies, both strategies."""
+"""Provisioning over MQTT (docs/thingsboard.md §2): sessions, replies, both strategies."""
 import json
 import time
 

@@ -1,4 +1,4 @@
-"""Telemetry and client attributes: accepted shapes, ts, value typing, validation failures (§3, §5)."""
+"""Telemetry and client attributes: accepted shapes, ts, value typing, validation failures (docs/thingsboard.md §3, §5)."""
 import time
 
 import pytest

@@ -299,7 +299,7 @@ class FakeBroker:
             raise OSError(errno.ECONNRESET, "closed by server")
 
     def decide(self, req):
-        # ThingsBoard's "allow create new devices" strategy (thingsboard-device-api.md §2.3).
+        # ThingsBoard's "allow create new devices" strategy (docs/thingsboard.md §2.3).
         if req.get("provisionDeviceKey") != self.key or req.get("provisionDeviceSecret") != self.secret:
             return {"errorMsg": "Provision data was not found!", "status": "NOT_FOUND"}
         name = req.get("deviceName")
