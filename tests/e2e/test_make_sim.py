@@ -1,34 +1,78 @@
 """`make sim` (lab/sim.py), the README's first command: virtual meters metering a simulated
-household against tbsim, a live view, and a summary that must agree with the pulses injected."""
+household against tbsim, a live view (line by line off a terminal), a summary that must agree
+with the pulses injected, and a chart per meter beside the report."""
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_sim(args, timeout=120):
+    """lab.sim with stdout a pipe, each line read as it comes: [(seconds since start, line)]."""
+    t0 = time.time()
+    p = subprocess.Popen([sys.executable, "-m", "lab.sim"] + args, cwd=ROOT, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    lines = []
+    try:
+        for line in p.stdout:
+            lines.append((time.time() - t0, line.rstrip("\n")))
+        rc = p.wait(timeout)
+    finally:
+        p.kill()
+    return rc, lines, p.stderr.read()
 
 
 def test_make_sim_two_meters_household_profile_agree_and_report(tmp_path):
     report = tmp_path / "sim.json"
     # A household day compressed 2000 times (43 s), for 20 s; stdout is not a terminal, so the
-    # live view prints one line per event instead of redrawing.
-    r = subprocess.run([sys.executable, "-m", "lab.sim", "--meters", "2", "--duration", "20",
-                        "--speedup", "2000", "--report", str(report)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    out = r.stdout
-    assert r.returncode == 0, out[-3000:] + r.stderr[-2000:]
+    # live view prints one line per event, as it happens, instead of redrawing.
+    rc, timed, err = run_sim(["--meters", "2", "--duration", "20", "--speedup", "2000",
+                              "--report", str(report)])
+    out = "\n".join(l for _t, l in timed)
+    assert rc == 0, out[-3000:] + err[-2000:]
     assert out.startswith("tbsim listening mqtt=127.0.0.1:")
+    assert "\nlegend:\n  played " in out and "\n  on flash " in out and "\n  at server " in out
     for uid in ("5e0000000001", "5e0000000002"):
-        assert "%s | I state: attributes -> run" % uid in out, out[-3000:]
+        assert "meter-%s | I state: attributes -> run" % uid in out, out[-3000:]
         assert "server | meter-%s client attributes stored:" % uid in out
     assert "provision request" in out and "-> SUCCESS" in out
-    assert out.count("AGREE") == 2 and "DISAGREE" not in out
+    # Every reading that reaches the server is a line: energy, power, index beside the true load.
+    readings = [l for _t, l in timed if " reading: " in l]
+    rx = re.compile(r"^ +\d+\.\ds (day \d )?\d\d:\d\d server \| meter-5e000000000[12] reading: "
+                    r"[\d.]+ kWh, [\d.]+ W, index \d+ \(as on flash\) \| true load \d+ W, "
+                    r"played \d+$")
+    assert readings and all(rx.match(l) for l in readings), readings[:5]
     data = json.loads(report.read_text())
-    assert len(data["meters"]) == 2 and data["pulses_per_kwh"] == 10000
+    for m in data["meters"]:
+        shown = [l for l in readings if m["meter"] + " reading:" in l]
+        # one line per reading, 20 s at one reading every 5 s plus the last ones
+        assert 4 <= len(shown) <= m["telemetry_messages"], (len(shown), m)
+        # the last one, after the loads stopped and the meter saved its index: all of it
+        assert "index %d (as on flash)" % m["pulses_injected"] in shown[-1], shown[-3:]
+    # ... printed while the run goes on, not all at the end: the boot was on stdout well before
+    # the summary (20 s of loads after it).
+    booted = [t for t, l in timed if "I state: attributes -> run" in l]
+    summary_at = [t for t, l in timed if l == "summary:"][0]
+    assert booted and summary_at - max(booted) >= 15, (booted, summary_at)
+    first = [t for t, l in timed if " reading: " in l][0]
+    assert summary_at - first >= 10
+    # The simulated clock: 20 s at 2000x runs past 06:00 by ~11 h.
+    assert re.search(r"^ +1\d\.\ds 1\d:\d\d ", "\n".join(readings), re.M)
+    assert out.count("AGREE") == 2 and "DISAGREE" not in out
+    assert len(data["meters"]) == 2 and data["pulses_per_kwh"] == 10000 and data["speedup"] == 2000
     for m in data["meters"]:
         assert m["agree"] and m["attributes"] and m["pulses_injected"] > 0
         assert m["server_energy_kwh"] == m["pulses_injected"] / 10000
+        # A chart per meter, beside the report.
+        chart = tmp_path / m["chart"]
+        assert m["chart"] == "sim-%s.png" % m["meter"]
+        assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 20000
+    assert "charts: %s" % (tmp_path / "sim-meter-5e0000000001.png") in out
     # Secrets are shown masked in the live view, never in full.
     assert "supplier-0001-secret" not in out and "sim-profile-secret" not in out
     assert "sim-wifi-pass" not in out and "sim-device-token-0001" not in out
@@ -36,11 +80,16 @@ def test_make_sim_two_meters_household_profile_agree_and_report(tmp_path):
 
 def test_make_sim_constant_load_reports_the_true_power(tmp_path):
     report = tmp_path / "sim.json"
-    r = subprocess.run([sys.executable, "-m", "lab.sim", "--meters", "1", "--load-w", "3600",
-                        "--duration", "15", "--report", str(report)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    rc, timed, err = run_sim(["--meters", "1", "--load-w", "3600", "--duration", "15",
+                              "--report", str(report)])
+    out = "\n".join(l for _t, l in timed)
+    assert rc == 0, out[-3000:] + err[-2000:]
     (m,) = json.loads(report.read_text())["meters"]
+    # No day to simulate: the lines carry the seconds only, and the chart counts seconds.
+    readings = [l for _t, l in timed if " reading: " in l]
+    assert readings and all(re.match(r"^ +\d+\.\ds server \| ", l) for l in readings), readings
+    assert any("true load 3600 W" in l for l in readings) and "true load 0 W" in readings[-1]
+    assert (tmp_path / m["chart"]).exists()
     # 3600 W at 10000 imp/kWh is 10 pulses a second; the power the meter reports is the load.
     assert m["agree"] and 100 <= m["pulses_injected"] <= 170
     assert abs(m["server_power_w_median"] - 3600) <= 36, m
