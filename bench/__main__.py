@@ -1,6 +1,7 @@
 """python -m bench [--smoke] [--out FILE] [--keep] [--build DIR]   (make bench)
 
-Prints the table and writes the figures (results.json). Exit status 1 when a part could not be
+Prints the table and writes the figures (results.json) and, beside them, the pulse-loss table
+as a chart (pulse_loss.png). Exit status 1 when a part could not be
 measured at all; goals that are not met are reported, not failures.
 """
 
@@ -150,6 +151,11 @@ def main(argv=None):
                                                  results["meta"]["micropython"],
                                                  results["meta"].get("tls", "n/a")))
     print("written to %s" % os.path.relpath(a.out, os.getcwd()))
+    # The pulse-loss table as a picture, beside results.json (lab/charts.py).
+    from lab.charts import loss_chart
+    chart = os.path.join(os.path.dirname(os.path.abspath(a.out)), "pulse_loss.png")
+    loss_chart(chart, results)
+    print("pulse-loss chart written to %s" % os.path.relpath(chart, os.getcwd()))
     for p in problems:
         print("problem: %s" % p)
     return 1 if problems else 0

@@ -15,7 +15,9 @@ Measured from the server's side: CONNECT attempts per second after the restart (
 distribution, next to what firmware/backoff.py predicts for the same settings), the time
 until every meter has published again, and readings lost: every meter's series on the server
 must hold one reading per publish interval from its first to its last, and its last index
-must equal the pulses played into it. Prints a summary; --report also writes it as JSON.
+must equal the pulses played into it. Prints a summary; --report also writes it as JSON, and
+a chart of the reconnects per second and of when each meter was back is drawn beside it
+(--chart; default run/fleet/fleet.png, lab/charts.py).
 Exit code 0 when no reading was lost and every meter came back within the backoff's bound.
 """
 
@@ -32,7 +34,7 @@ import tempfile
 import time
 
 from bench import fleetstats
-from lab.meterhost import PulseTrain, VirtualMeter, ensure_device_tree
+from lab.meterhost import ROOT, PulseTrain, VirtualMeter, ensure_device_tree
 from tbsim import Profile, TBSim
 from firmware.config import validate
 from firmware.cups import check_letters
@@ -383,6 +385,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--report", default=env("REPORT") or None,
                     help="also write the figures as JSON")
+    ap.add_argument("--chart", default=env("CHART") or None,
+                    help="where to draw the reconnect histogram and the time until each meter is "
+                         "back (default: beside --report as .png, else run/fleet/fleet.png)")
     a = ap.parse_args(argv)
     try:
         r = run(a.meters, a.outage, a.interval, a.retry_min, a.retry_max, a.boot_rate, seed=a.seed,
@@ -395,7 +400,18 @@ def main(argv=None):
         with open(a.report, "w") as f:
             json.dump(r, f, indent=1)
         print("fleet: report written to %s" % a.report)
+    chart = a.chart or chart_path(a.report)
+    from lab.charts import fleet_chart
+    fleet_chart(chart, r)
+    print("fleet: chart (reconnects per second, meters back) written to %s" % chart)
     return 0 if ok(r) else 1
+
+
+def chart_path(report=None):
+    """Beside the report (fleet.json: fleet.png), else run/fleet/fleet.png (git-ignored)."""
+    if report:
+        return (report[:-5] if report.endswith(".json") else report) + ".png"
+    return os.path.join(ROOT, "run", "fleet", "fleet.png")
 
 
 if __name__ == "__main__":
