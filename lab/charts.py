@@ -143,9 +143,10 @@ def loss_panels(results):
     return panels
 
 
-def loss_chart(path, results, column_label="stall (s)"):
+def loss_chart(path, results, column_label="stall %s s"):
     """make bench: pulses lost, by rate, one bar per column of the table (main-loop stall and
-    any other column), one panel per path. Panels share the y axis so they compare at a glance."""
+    any other column), one panel per path. Panels share the y axis so they compare at a glance.
+    column_label names a numeric column (a stall in seconds); any other column is named as is."""
     panels = loss_panels(results)
     fig = _figure(9, 2.0 + 2.4 * max(1, len(panels)))
     axes = fig.subplots(max(1, len(panels)), 1, sharey=True, squeeze=False)[:, 0]
@@ -159,8 +160,7 @@ def loss_chart(path, results, column_label="stall (s)"):
             bars = ax.bar([x for x, y in zip(xs, ys) if y is not None],
                           [y for y in ys if y is not None], width=width,
                           color=_COLOURS[j % len(_COLOURS)],
-                          label="%s %s" % (column_label, col) if _as_number(col) is not None
-                          else str(col))
+                          label=column_label % col if _as_number(col) is not None else str(col))
             ax.bar_label(bars, fontsize="x-small", padding=1)
         ax.set_title(title, fontsize="medium", loc="left")
         ax.set_xticks(range(len(rates)), ["%s/s" % r for r in rates])

@@ -32,6 +32,10 @@ def results(tmp_path_factory):
                        timeout=240)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
     assert "firmware" in r.stdout and "baseline" in r.stdout  # the table was printed
+    # ... and drawn, beside results.json (lab/charts.py; tests/host has its content).
+    chart = tmp / "pulse_loss.png"
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and chart.stat().st_size > 10000
+    assert "pulse-loss chart written to" in r.stdout
     return json.loads(out.read_text())
 
 

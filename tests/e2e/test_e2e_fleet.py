@@ -43,3 +43,11 @@ def test_fleet_outage_loses_no_reading_and_reconnects_spread_out(tmp_path, devic
     assert c["peak"] <= METERS // 4, report
     assert c["total"] >= METERS and c["refused_connacks"] == 0, report
     assert sum(1 for n in c["per_second"] if n) >= 8, report  # over many seconds, not one burst
+    # make fleet's chart of this very report: one bar per second, every CONNECT in it, and
+    # every meter on the "back" curve.
+    from lab.charts import fleet_chart
+    fig = fleet_chart(str(tmp_path / "fleet.png"), r)
+    top, bottom = fig.axes
+    assert sum(p.get_height() for p in top.patches) == c["total"]
+    assert len(bottom.get_lines()[0].get_xdata()) == METERS
+    assert (tmp_path / "fleet.png").read_bytes()[:4] == b"\x89PNG"

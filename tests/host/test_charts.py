@@ -97,7 +97,7 @@ def test_loss_chart_draws_every_cell_and_any_column_a_run_adds(tmp_path):
     heights = {}
     for container, label in zip(ax.containers, [t.get_text() for t in ax.get_legend().get_texts()]):
         heights[label] = [b.get_height() for b in container]
-    assert heights == {"stall (s) 0": [0, 1], "stall (s) 2": [90, 288], "bounce": [3]}
+    assert heights == {"stall 0 s": [0, 1], "stall 2 s": [90, 288], "bounce": [3]}
     assert [t.get_text() for t in ax.get_xticklabels()] == ["17/s", "50/s"]
     assert by_title["firmware, hw-counter-debounced"].containers[0][0].get_height() == 0
     png_size(tmp_path / "pulse_loss.png")
