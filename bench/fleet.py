@@ -397,6 +397,7 @@ def main(argv=None):
         return 2
     print(summary(r), flush=True)
     if a.report:
+        os.makedirs(os.path.dirname(os.path.abspath(a.report)), exist_ok=True)
         with open(a.report, "w") as f:
             json.dump(r, f, indent=1)
         print("fleet: report written to %s" % a.report)
