@@ -95,6 +95,11 @@ def fleet_chart(path, report):
     if model.get("peak_p50") is not None:
         top.axhline(model["peak_p50"], color=_COLOURS[1], ls="--", lw=1.2,
                     label="peak the backoff predicts (median of %d fleets)" % model.get("trials", 0))
+    # Both panels on one time axis, the bound included; room above the bars for the legend.
+    right = max([len(bins), report["backoff_bound_s"]] +
+                [m["back_after_s"] for m in report["per_meter"] if m.get("back_after_s")]) * 1.04
+    top.set_xlim(0, right)
+    top.set_ylim(0, max(bins + [model.get("peak_p50") or 0, 1]) * 1.3)
     top.set_xlabel("seconds after the restart")
     top.set_ylabel("CONNECT/s")
     top.grid(alpha=0.3, axis="y")
@@ -107,6 +112,7 @@ def fleet_chart(path, report):
     missing = len(report["per_meter"]) - len(back)
     bottom.set_xlabel("seconds after the restart" + (" (%d never back)" % missing if missing else ""))
     bottom.set_ylabel("meters")
+    bottom.set_xlim(0, right)
     bottom.set_ylim(0, report["meters"] * 1.05)
     bottom.grid(alpha=0.3)
     bottom.legend(loc="upper left", fontsize="small")
