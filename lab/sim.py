@@ -135,7 +135,7 @@ class Track:
         self.flash_index = None  # None until the first read of a saved index
         self.readings = []  # (host time of the reading, power_w, energy_kwh, pulses)
         self.played = []  # (host time, pulses played so far)
-        self.seen = 0  # telemetry entries already taken from the server
+        self.seen = 0  # entries of the server's telemetry list already shown
         self.meter_on = None  # host time of the power-on
 
 
@@ -227,12 +227,11 @@ class LiveView:
         self.flush()
 
     def _new_readings(self, track):
-        dev = self.sim.device(track.name) or {}
-        count = dev.get("telemetryCount", 0)
-        if count <= track.seen:
-            return
-        fresh = self.sim.telemetry(track.name)[-(count - track.seen):]
-        track.seen = count
+        # The server keeps a device's last 100000 entries (tbsim/store.py): at one reading
+        # every 5 s, six days of them, far more than a sim runs; so its list only grows here.
+        series = self.sim.telemetry(track.name)
+        fresh = series[track.seen:]
+        track.seen = len(series)
         for entry in fresh:
             v = entry.get("values") or {}
             if "pulses" not in v:
