@@ -107,8 +107,20 @@ def _requested_credentials(req):
     raise CredentialsError(f"{ctype} is not supported by tbsim")
 
 
-def provision(store, req):
-    """Run DeviceProvisionServiceImpl.provisionDevice; returns (status, reply_json, device_name)."""
+def _issued_not_stored(req, name):
+    """The "success-then-refuse" fault mode: SUCCESS with credentials that no CONNECT will accept
+    (nothing is stored), so a client that trusts SUCCESS blindly loops. Not ThingsBoard: a broken
+    or hostile server, for storm tests."""
+    requested = _requested_credentials(req) if req["credentialsType"] in (ACCESS_TOKEN, MQTT_BASIC) else None
+    ctype, value = requested or (ACCESS_TOKEN, random_alnum(20))
+    body = {"credentialsValue": value, "credentialsType": ctype, "status": "SUCCESS"}
+    return "SUCCESS", tbjson.to_json(body), name or random_alnum(20)
+
+
+def provision(store, req, refuse_issued=False):
+    """Run DeviceProvisionServiceImpl.provisionDevice; returns (status, reply_json, device_name).
+
+    The one provisioning core of tbsim: MQTT, HTTP and CoAP requests all end here."""
     name = req["deviceName"]
     if name and not _java_trim(name):
         return "FAILURE", FAILURE_REPLY, None
@@ -121,6 +133,8 @@ def provision(store, req):
             # A wrong secret is NOT_FOUND, not FAILURE (§2.3).
             return "NOT_FOUND", NOT_FOUND_REPLY, None
         name = _java_trim(name)
+        if refuse_issued:
+            return _issued_not_stored(req, name)
         if profile.strategy == ALLOW_CREATE:
             if not name:
                 name = random_alnum(20)

@@ -1,19 +1,22 @@
 """One MQTT connection, handled as ThingsBoard's MqttTransportHandler handles it.
 
-Section numbers refer to docs/thingsboard.md. The read loop processes one packet
-at a time, so packets that arrive while a CONNECT is still being authorised wait, as TB's per-session
-queue makes them wait; PUBACKs are written only after the data has been stored (§3 "PUBACK only after
-acceptance").
+Section numbers refer to docs/thingsboard.md. The read loop processes one packet at a time, so
+packets that arrive while a CONNECT is still being authorised wait, as TB's per-session queue makes
+them wait. A PUBACK means "accepted by the rule-engine queue": keys are validated later, when the
+data is saved, so a message with an invalid key still gets its PUBACK and is then dropped (KvUtils).
+tbsim saves before it writes the PUBACK, so a client that has read the PUBACK of a valid message
+finds the data stored.
 """
 import asyncio
 import logging
 import time
 
+from . import ota
 from . import packets as P
 from . import tbjson, topics
-from .provisioning import ParseFailure, parse_request, provision
+from .provisioning import ParseFailure, parse_request
 from .ratelimits import session_limits_payload
-from .store import mask
+from .store import Profile, mask
 
 log = logging.getLogger("tbsim")
 
@@ -72,6 +75,8 @@ class Session:
         self.closed = False
         self.pre_connect_packets = 0
         self._timers = []
+        self.ota_chunk_sizes = {}           # requestId -> chunk size (MqttTransportHandler.chunkSizes)
+        self.ota_packages = {}              # requestId -> package, fixed by its first request (otaPackSessions)
 
     # ---- output ----
     def write(self, data):
@@ -304,14 +309,11 @@ class Session:
             else:
                 self.close("provision-malformed", RC_PAYLOAD_FORMAT_INVALID)
             return
-        status, reply, name = provision(store, req)
-        shown = dict(req)
-        shown["provisionDeviceSecret"] = mask(req["provisionDeviceSecret"])
-        for secret_field in ("token", "password"):
-            if shown.get(secret_field):
-                shown[secret_field] = mask(shown[secret_field])
-        store.event("provision", request=shown, status=status, deviceName=name)
-        log.info("provision request for %r: %s", name, status)
+        if self.sim.provision_delay_s:
+            await asyncio.sleep(self.sim.provision_delay_s)
+            if self.closed:
+                return
+        _status, reply, _name = self.sim._provision(req, "mqtt")
         # PUBACK first, then the reply on this very connection only, then close 60 s later (§2.6).
         self.ack(msg.packet_id)
         self.send_publish(topics.PROVISION_RESPONSE, reply)
@@ -342,13 +344,18 @@ class Session:
         self.activity()
         codes = []
         deliver_pending = False
+        profile = sim._profile_of(self.device_name) or Profile("", "")
         for topic_filter, qos in filters:
             granted = min(qos, 1)
-            if topic_filter in topics.ATTRIBUTE_SUBSCRIPTIONS:
+            # The profile's attributes-subscribe filter is tried first: a filter text it matches
+            # makes an attribute subscription, but pushes still go out on the v1 topic (§14.10).
+            attr_type = topics.V1 if profile.is_attributes_subscription(topic_filter) else \
+                topics.ATTRIBUTE_SUBSCRIPTIONS.get(topic_filter)
+            if attr_type is not None:
                 # The subscription message is rate limited; when refused, the actor never registers it
                 # but TB still grants it in the SUBACK.
                 if sim._check_limits(self.device_name, 0):
-                    self.attr_type = topics.ATTRIBUTE_SUBSCRIPTIONS[topic_filter]
+                    self.attr_type = attr_type
             elif topic_filter in topics.RPC_SUBSCRIPTIONS:
                 if sim._check_limits(self.device_name, 0):
                     self.rpc_type = topics.RPC_SUBSCRIPTIONS[topic_filter]
@@ -403,6 +410,8 @@ class Session:
                              accepted=True, size=len(msg.payload), **extra)
 
     async def on_device_publish(self, msg):
+        """processDevicePublish: the profile's attributes filter, then its telemetry filter, then the
+        fixed topics in ThingsBoard's order; anything else is acknowledged and dropped."""
         sim, store = self.sim, self.sim.store
         self.activity()
         device = store.get(self.device_name)
@@ -414,29 +423,28 @@ class Session:
             store.event("publish", device=device.name, topic=topic, qos=msg.qos, accepted=False,
                         reason="gateway-topic", size=len(msg.payload))
             return
+        profile = sim._profile_of(device.name) or Profile("", "")
+        kind, rest, family = topics.classify(topic, profile)
         try:
-            if topic in topics.ATTRIBUTE_TOPICS:
+            if kind == "attributes":
                 values = tbjson.attribute_values(msg.payload)
                 if not sim._check_limits(device.name, len(values)):
                     return self._rate_limited(msg)
-                with store.lock:
-                    device.client_attributes.update(values)
-                store.event("attributes", device=device.name, values=values)
-                self._accepted(msg)
+                saved = sim._save_attributes(device, values, topic)
+                self._accepted(msg, saved=saved)
                 self.ack(msg.packet_id)
-            elif topic in topics.TELEMETRY_TOPICS:
+            elif kind == "telemetry":
                 entries = tbjson.telemetry_entries(msg.payload, int(time.time() * 1000))
                 points = sum(len(values) for _, values in entries)
                 if not sim._check_limits(device.name, points):
                     return self._rate_limited(msg)
-                store.add_telemetry(device, entries)
-                self._accepted(msg, entries=len(entries), dataPoints=points)
+                saved = sim._save_telemetry(device, entries, topic)
+                self._accepted(msg, entries=len(entries), dataPoints=points, saved=saved)
                 if entries:
                     # `[]` with QoS 1 never gets a PUBACK: the pack callback waits for 0 messages (§3).
                     self.ack(msg.packet_id)
-            elif (match := _prefixed(topic, topics.ATTRIBUTE_REQUEST_PREFIXES)) is not None:
-                prefix, family = match
-                request_id, client_keys, shared_keys = tbjson.attribute_request(topic[len(prefix):], msg.payload)
+            elif kind == "attribute-request":
+                request_id, client_keys, shared_keys = tbjson.attribute_request(rest, msg.payload)
                 if not sim._check_limits(device.name, 0):
                     return self._rate_limited(msg)
                 self.attr_request_type = family
@@ -444,10 +452,9 @@ class Session:
                 self.ack(msg.packet_id)
                 self.send_publish(family.attributes_response + str(request_id),
                                   tbjson.to_json(_attribute_response(store, device, client_keys, shared_keys)))
-            elif (match := _prefixed(topic, topics.RPC_RESPONSE_PREFIXES)) is not None:
-                prefix, _family = match
+            elif kind == "rpc-response":
                 try:
-                    request_id = tbjson.java_parse_int(topic[len(prefix):])
+                    request_id = tbjson.java_parse_int(rest)
                 except ValueError:
                     raise tbjson.Invalid("rpc response id") from None
                 if not sim._check_limits(device.name, 0):
@@ -455,9 +462,8 @@ class Session:
                 self._accepted(msg)
                 self.ack(msg.packet_id)
                 sim._rpc_answered(device.name, request_id, msg.payload)
-            elif (match := _prefixed(topic, topics.RPC_REQUEST_PREFIXES)) is not None:
-                prefix, family = match
-                request_id, method, params = tbjson.server_rpc_request(topic[len(prefix):], msg.payload)
+            elif kind == "client-rpc":
+                request_id, method, params = tbjson.server_rpc_request(rest, msg.payload)
                 self.client_rpc_type = family
                 if method == "getSessionLimits" and family is topics.V1:
                     # Answered by the transport itself, without rate limiting.
@@ -472,27 +478,19 @@ class Session:
                 store.event("client-rpc", device=device.name, requestId=request_id, method=method, params=params)
                 self.ack(msg.packet_id)
                 sim._client_rpc(self, request_id, method, params)
-            elif topic == topics.CLAIM:
+            elif kind == "claim":
                 _parse_claim(msg.payload)
                 if not sim._check_limits(device.name, 0):
                     return self._rate_limited(msg)
                 self._accepted(msg)
                 self.ack(msg.packet_id)
-            elif (ota := topics.ota_request(topic)) is not None:
-                payload = msg.payload.decode("utf-8", "replace")
-                if payload:
-                    try:
-                        tbjson.java_parse_int(payload)
-                    except ValueError:
-                        raise tbjson.Crash("chunk size is not a number") from None
-                # tbsim has no OTA packages: TB answers NOT_FOUND on v2/<fw|sw>/error and closes.
-                self._accepted(msg)
-                self.send_publish(f"v2/{ota[0]}/error", "NOT_FOUND")
-                self.close("ota-not-found", RC_IMPLEMENTATION_ERROR)
-            elif topic.startswith(topics.PROTOBUF_TOPICS_PREFIXES):
+            elif kind == "ota":
+                self._ota_request(msg, device, *rest)
+            elif kind == "protobuf":
                 raise tbjson.Invalid("protobuf payloads are not supported by tbsim")
             else:
-                # Unknown topic: PUBACK and drop, session kept (§3 last item).
+                # Unknown topic, including v1/devices/me/telemetry on a profile with a custom
+                # telemetry filter: PUBACK and drop, session kept (§3 last item, §14.10).
                 store.event("publish", device=device.name, topic=topic, qos=msg.qos, accepted=False,
                             reason="unknown-topic", size=len(msg.payload))
                 self.ack(msg.packet_id, RC_TOPIC_NAME_INVALID)
@@ -506,12 +504,52 @@ class Session:
                         reason="runtime-error", size=len(msg.payload))
             self.close("runtime-error", RC_SERVER_SHUTTING_DOWN)
 
+    def _ota_request(self, msg, device, kind, request_id, chunk_text):
+        """getOtaPackageCallback / OtaPackageCallback / sendOtaPackage of MqttTransportHandler."""
+        sim, store = self.sim, self.sim.store
+        payload = msg.payload.decode("utf-8", "replace")
+        try:
+            # Integer.parseInt, uncaught: a payload or chunk number that is not an int closes.
+            chunk_size = tbjson.java_parse_int(payload) if payload else 0
+            chunk = tbjson.java_parse_int(chunk_text)
+        except ValueError:
+            raise tbjson.Crash("NumberFormatException in an OTA request") from None
+        if chunk_size > 0:
+            self.ota_chunk_sizes[request_id] = chunk_size
+        else:
+            chunk_size = self.ota_chunk_sizes.get(request_id, 0)
+        if chunk_size > ota.MAX_PAYLOAD:
+            # Checked before any package lookup; no PUBACK for this request.
+            return self._ota_error(msg, "PAYLOAD_TOO_LARGE", kind)
+        package = self.ota_packages.get(request_id)
+        if package is None:
+            # First request of this requestId: a core lookup, which is a rate-limited message.
+            if not sim._check_limits(device.name, 0):
+                store.event("publish", device=device.name, topic=msg.topic, qos=msg.qos, accepted=False,
+                            reason="rate-limit", size=len(msg.payload))
+                return self.close("rate-limit", RC_IMPLEMENTATION_ERROR)    # closed, no error publish
+            package = sim._ota_package_for(device.name, ota.SOFTWARE if kind == "sw" else ota.FIRMWARE)
+            if package is None:
+                return self._ota_error(msg, "NOT_FOUND", kind)
+            if package.data is None:
+                return self._ota_error(msg, "FAILURE", kind)                # a URL package
+            # Later chunks of this requestId get this package, even if another is assigned meanwhile.
+            self.ota_packages[request_id] = package
+        self._accepted(msg, ota=kind, requestId=request_id, chunk=chunk, chunkSize=chunk_size)
+        self.ack(msg.packet_id)
+        data = ota.chunk_of(package.data, chunk_size, chunk)
+        if data is None:
+            log.info("OTA chunk %d of %d bytes overflows TB's int arithmetic: nothing sent", chunk, chunk_size)
+            return
+        # DEVICE_SOFTWARE_FIRMWARE_RESPONSES_TOPIC_FORMAT: the chunk is reprinted as an int ("007" -> 7).
+        self.send_publish(f"v2/{kind}/response/{request_id}/chunk/{chunk}", data)
 
-def _prefixed(topic, table):
-    for prefix, family in table:
-        if topic.startswith(prefix):
-            return prefix, family
-    return None
+    def _ota_error(self, msg, error, kind):
+        """sendOtaPackageError: the status text on v2/fw/error (for software requests too), then close."""
+        self.sim.store.event("publish", device=self.device_name, topic=msg.topic, qos=msg.qos, accepted=False,
+                             reason="ota-error", error=error, size=len(msg.payload))
+        self.send_publish(topics.FW_ERROR, error)
+        self.close(f"ota-{error.lower().replace('_', '-')}", RC_IMPLEMENTATION_ERROR)
 
 
 def _parse_claim(payload):

@@ -15,6 +15,9 @@ import threading
 import time
 from dataclasses import dataclass
 
+from . import topics
+from .ota import Package
+
 EVENTS_MAX = 100_000
 TELEMETRY_MAX = 100_000
 
@@ -42,29 +45,57 @@ def mask(secret):
     return secret[:2] + "***" + secret[-2:] if len(secret) > 6 else "***"
 
 
+def _filter_or_default(text, default):
+    """MqttDeviceProfileTransportConfiguration's getters: a blank filter reads as the default."""
+    return text if isinstance(text, str) and text.strip() else default
+
+
+DEFAULT_TELEMETRY_TOPIC = "v1/devices/me/telemetry"
+DEFAULT_ATTRIBUTES_TOPIC = "v1/devices/me/attributes"
+
+
 @dataclass
 class Profile:
-    """A device profile with provisioning enabled (provision key and secret)."""
+    """A device profile with provisioning enabled (provision key and secret), and its MQTT transport
+    settings: the telemetry, attributes and attributes-subscribe topic filters (MQTT transport type
+    when any differs from the default; MqttDeviceProfileTransportConfiguration)."""
     key: str
     secret: str
     strategy: str = ALLOW_CREATE
     puback_on_validation_failure: bool = False
     name: str = None
+    telemetry_topic: str = DEFAULT_TELEMETRY_TOPIC
+    attributes_topic: str = DEFAULT_ATTRIBUTES_TOPIC
+    attributes_subscribe_topic: str = DEFAULT_ATTRIBUTES_TOPIC
+    firmware_id: str = None          # OTA packages assigned to the profile (devices without their own)
+    software_id: str = None
 
     def __post_init__(self):
         if self.strategy not in (ALLOW_CREATE, CHECK_PRE_PROVISIONED):
             raise ValueError(f"unknown provisioning strategy {self.strategy!r}")
         if self.name is None:
             self.name = self.key
+        self.telemetry_topic = _filter_or_default(self.telemetry_topic, DEFAULT_TELEMETRY_TOPIC)
+        self.attributes_topic = _filter_or_default(self.attributes_topic, DEFAULT_ATTRIBUTES_TOPIC)
+        self.attributes_subscribe_topic = _filter_or_default(self.attributes_subscribe_topic,
+                                                             DEFAULT_ATTRIBUTES_TOPIC)
+        self.is_telemetry = topics.profile_filter(self.telemetry_topic)
+        self.is_attributes = topics.profile_filter(self.attributes_topic)
+        self.is_attributes_subscription = topics.profile_filter(self.attributes_subscribe_topic)
 
     def to_dict(self):
         return {"key": self.key, "secret": self.secret, "strategy": self.strategy,
-                "pubackOnValidationFailure": self.puback_on_validation_failure, "name": self.name}
+                "pubackOnValidationFailure": self.puback_on_validation_failure, "name": self.name,
+                "telemetryTopic": self.telemetry_topic, "attributesTopic": self.attributes_topic,
+                "attributesSubscribeTopic": self.attributes_subscribe_topic,
+                "firmwareId": self.firmware_id, "softwareId": self.software_id}
 
     @classmethod
     def from_dict(cls, d):
         return cls(d["key"], d["secret"], d.get("strategy", ALLOW_CREATE),
-                   bool(d.get("pubackOnValidationFailure", False)), d.get("name"))
+                   bool(d.get("pubackOnValidationFailure", False)), d.get("name"),
+                   d.get("telemetryTopic"), d.get("attributesTopic"), d.get("attributesSubscribeTopic"),
+                   d.get("firmwareId"), d.get("softwareId"))
 
 
 class CredentialsError(ValueError):
@@ -100,7 +131,7 @@ def credentials_id(ctype, value):
 class Device:
     __slots__ = ("name", "profile_key", "credentials_type", "credentials", "client_attributes",
                  "shared_attributes", "server_attributes", "telemetry", "telemetry_count", "latest",
-                 "latest_ts", "gateway", "rpc_seq")
+                 "latest_ts", "gateway", "rpc_seq", "firmware_id", "software_id")
 
     def __init__(self, name, profile_key, credentials_type, credentials):
         self.name = name
@@ -116,6 +147,8 @@ class Device:
         self.latest_ts = {}
         self.gateway = False
         self.rpc_seq = 0          # DeviceActorMessageProcessor.rpcSeq: first server-side RPC id is 0
+        self.firmware_id = None   # the device's own OTA packages (they win over the profile's)
+        self.software_id = None
 
 
 class Store:
@@ -123,6 +156,7 @@ class Store:
         self.lock = threading.RLock()
         self.profiles = {}
         self.devices = {}
+        self.ota_packages = {}          # id -> ota.Package
         self._by_cred = {}
         self._events = collections.deque(maxlen=EVENTS_MAX)
         self._events_base = 0           # index of self._events[0] in the never-ending event sequence
@@ -259,6 +293,8 @@ class Store:
                 "telemetryCount": device.telemetry_count,
                 "gateway": device.gateway,
                 "connected": connected,
+                "firmwareId": device.firmware_id,
+                "softwareId": device.software_id,
             }
 
     # ---- persistence ----
@@ -267,12 +303,14 @@ class Store:
             return {
                 "version": 1,
                 "profiles": [p.to_dict() for p in self.profiles.values()],
+                "otaPackages": [p.to_dict() for p in self.ota_packages.values()],
                 "devices": [{
                     "name": d.name, "profileKey": d.profile_key, "credentialsType": d.credentials_type,
                     "credentials": d.credentials, "clientAttributes": d.client_attributes,
                     "sharedAttributes": d.shared_attributes, "serverAttributes": d.server_attributes,
                     "telemetry": list(d.telemetry), "telemetryCount": d.telemetry_count,
                     "gateway": d.gateway, "rpcSeq": d.rpc_seq,
+                    "firmwareId": d.firmware_id, "softwareId": d.software_id,
                 } for d in self.devices.values()],
             }
 
@@ -289,6 +327,9 @@ class Store:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
         with self.lock:
+            for p in data.get("otaPackages", []):
+                package = Package.from_dict(p)
+                self.ota_packages[package.id] = package
             for p in data.get("profiles", []):
                 self.add_profile(Profile.from_dict(p))
             for d in data.get("devices", []):
@@ -302,3 +343,5 @@ class Store:
                 self.add_telemetry(device, [(e["ts"], e["values"]) for e in d.get("telemetry", [])])
                 device.telemetry_count = max(device.telemetry_count, d.get("telemetryCount", 0))
                 device.rpc_seq = d.get("rpcSeq", 0)
+                device.firmware_id = d.get("firmwareId")
+                device.software_id = d.get("softwareId")

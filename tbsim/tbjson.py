@@ -35,7 +35,10 @@ class JNum:
 # ---- parsing ---------------------------------------------------------------------------------------
 
 def _strict(text):
-    return json.loads(text, parse_int=JNum, parse_float=JNum, parse_constant=JNum, strict=False)
+    # NaN, Infinity and -Infinity are not numbers to Gson: its JsonReader reads them as unquoted
+    # strings (peekNumber does not know them, so they become PEEKED_UNQUOTED, a STRING token), and
+    # JsonElementTypeAdapter makes a string JsonPrimitive of them.
+    return json.loads(text, parse_int=JNum, parse_float=JNum, parse_constant=str, strict=False)
 
 
 def parse(text):
@@ -43,6 +46,10 @@ def parse(text):
 
     Returns dict / list / str / JNum / bool / None. Raises Invalid (Gson's JsonSyntaxException).
     """
+    stripped = text.lstrip(" \t\r\n")
+    if stripped.startswith(_NON_EXECUTE_PREFIX):
+        # JsonReader.consumeNonExecutePrefix: a lenient reader skips ")]}'\n" before the document.
+        text = stripped[len(_NON_EXECUTE_PREFIX):]
     try:
         return _strict(text)
     except (ValueError, RecursionError):
@@ -54,6 +61,7 @@ def parse(text):
 
 
 _LITERAL_END = set("/\\;#=:{}[], \t\f\r\n")
+_NON_EXECUTE_PREFIX = ")]}'\n"
 
 
 class _Lenient:
@@ -93,7 +101,9 @@ class _Lenient:
         if self.peek() == "":
             return None
         value = self.value()
-        if self.peek() != "":
+        # JsonParser.parseReader only insists on the end of the document after a non-null value:
+        # "null garbage" is JSON null.
+        if value is not None and self.peek() != "":
             self.fail("did not consume the entire document")
         return value
 
@@ -220,9 +230,9 @@ class _Lenient:
             return False
         if low == "null":
             return None
-        if token in ("NaN", "Infinity", "-Infinity") or _is_json_number(token):
+        if _is_json_number(token):
             return JNum(token)
-        return token
+        return token                               # NaN and Infinity included: strings to Gson
 
 
 def _is_json_number(token):
@@ -384,6 +394,38 @@ def typed_values(obj):
             out[key] = to_python(value)                             # JSON_V
         # None: silently skipped
     return out
+
+
+def rest_attribute_values(text):
+    """The attributes an administrator's REST call stores, typed as TelemetryController's
+    extractRequestAttributes types them: by Jackson's node type, with no numeric-string cast
+    (that cast is the device path's, JsonConverter). A number with a fraction or an exponent is a
+    DOUBLE (`1e3` is pushed as `1000.0`), an integral one a LONG, a string stays a STRING ("30"
+    stays "30"), objects and arrays are JSON, a null is dropped. Raises ValueError with the
+    controller's message (HTTP 400)."""
+    def refuse_constant(name):
+        raise ValueError(f"Non-standard token '{name}'")           # Jackson's default refuses NaN
+
+    def integral(digits):
+        n = int(digits)
+        if not -2**63 <= n < 2**63:
+            raise ValueError("Big integer values are not supported!")
+        return n
+
+    try:
+        obj = json.loads(text, parse_constant=refuse_constant, parse_int=integral)
+    except ValueError as e:
+        if "Big integer" in str(e):
+            raise
+        raise ValueError(f"Invalid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise ValueError("Request is not a JSON object")
+    values = {k: v for k, v in obj.items() if v is not None}
+    if not values:
+        raise ValueError("No attributes data found in request body!")
+    if any(not k.strip() for k in values):
+        raise ValueError("Key cannot be empty or contains only spaces")
+    return values
 
 
 def telemetry_entries(payload, server_ts_ms):

@@ -3,6 +3,8 @@
 A session remembers which topic family (v1 or the v2 short forms) it used to subscribe or to ask,
 because TB answers on the same family (TopicType in MqttTransportHandler).
 """
+import re
+
 PROVISION_REQUEST = "/provision/request"
 PROVISION_RESPONSE = "/provision/response"
 
@@ -13,7 +15,7 @@ ATTRIBUTES_RESPONSE = "v1/devices/me/attributes/response/"
 RPC_REQUEST = "v1/devices/me/rpc/request/"
 RPC_RESPONSE = "v1/devices/me/rpc/response/"
 CLAIM = "v1/devices/me/claim"
-FW_ERROR = "v2/fw/error"
+FW_ERROR = "v2/fw/error"                  # also for software requests (sendOtaPackageError)
 
 
 class TopicType:
@@ -30,14 +32,6 @@ class TopicType:
 V1 = TopicType("V1", ATTRIBUTES, ATTRIBUTES_RESPONSE, RPC_REQUEST, RPC_RESPONSE)
 V2 = TopicType("V2", "v2/a", "v2/a/res/", "v2/r/req/", "v2/r/res/")
 V2_JSON = TopicType("V2_JSON", "v2/a/j", "v2/a/res/j/", "v2/r/req/j/", "v2/r/res/j/")
-
-# Publish topics, in the order processDevicePublish tests them (prefix entries end with '/').
-TELEMETRY_TOPICS = {TELEMETRY: V1, "v2/t": V2, "v2/t/j": V2_JSON}
-ATTRIBUTE_TOPICS = {ATTRIBUTES: V1, "v2/a": V2, "v2/a/j": V2_JSON}
-ATTRIBUTE_REQUEST_PREFIXES = ((ATTRIBUTES_REQUEST, V1), ("v2/a/req/j/", V2_JSON), ("v2/a/req/", V2))
-RPC_RESPONSE_PREFIXES = ((RPC_RESPONSE, V1), ("v2/r/res/j/", V2_JSON), ("v2/r/res/", V2))
-RPC_REQUEST_PREFIXES = ((RPC_REQUEST, V1), ("v2/r/req/j/", V2_JSON), ("v2/r/req/", V2))
-PROTOBUF_TOPICS_PREFIXES = ("v2/t/p", "v2/a/p", "v2/r/res/p/", "v2/r/req/p/", "v2/a/req/p/")
 
 # Subscribe filters.
 ATTRIBUTE_SUBSCRIPTIONS = {ATTRIBUTES: V1, "v2/a": V2, "v2/a/j": V2_JSON}
@@ -64,10 +58,96 @@ def matches(topic_filter, topic):
     return len(f_parts) == len(t_parts)
 
 
+# MqttTransportHandler's FW_REQUEST_PATTERN / SW_REQUEST_PATTERN, used with Matcher.find(): the
+# pattern may match anywhere in the topic ("x/v2/fw/request/1/chunk/2/y" is a request too).
+_OTA_REQUEST = {kind: re.compile(rf"v2/{kind}/request/(?P<requestId>[0-9]+)/chunk/(?P<chunk>[0-9]+)")
+                for kind in ("fw", "sw")}
+
+
 def ota_request(topic):
-    """('fw'|'sw', request_id, chunk_text) for v2/{fw,sw}/request/<id>/chunk/<n>, else None."""
-    parts = topic.split("/")
-    if len(parts) == 6 and parts[0] == "v2" and parts[1] in ("fw", "sw") and parts[2] == "request" \
-            and parts[4] == "chunk" and parts[3].isdigit() and parts[5].isdigit():
-        return parts[1], parts[3], parts[5]
+    """('fw'|'sw', request_id, chunk_text) when the topic is an OTA chunk request, else None.
+
+    The firmware pattern is tried first, as in processDevicePublish. The request id is echoed as
+    written; the chunk number is parsed later (and may overflow an int)."""
+    for kind, pattern in _OTA_REQUEST.items():
+        m = pattern.search(topic)
+        if m:
+            return kind, m.group("requestId"), m.group("chunk")
     return None
+
+
+# ---- device-profile topic filters (MqttTopicFilterFactory and its three filter classes) ----------
+
+_FILTERS = {}
+
+
+def profile_filter(text):
+    """A matcher for a profile's telemetry or attributes topic filter, as ThingsBoard builds it.
+
+    "#" alone matches everything. A filter containing "+" or "#" becomes a regular expression: "\\"
+    is escaped, "+" becomes "[^/]+" (so it needs at least one character, unlike MQTT), "/#" becomes
+    "($|/.*)" (so "a/#" matches "a"), and every other character is left as it is, regex
+    metacharacters included ("." matches any character, a "#" not after "/" stays literal). The
+    whole topic must match. Anything else is compared with String.equals. Raises ValueError for an
+    empty filter, or one whose regular expression does not compile (TB would fail on it too)."""
+    if not text:
+        raise ValueError("Topic filter can't be empty!")
+    matcher = _FILTERS.get(text)
+    if matcher is None:
+        if text == "#":
+            def matcher(topic):
+                return True
+        elif "+" in text or "#" in text:
+            regex = text.replace("\\", "\\\\").replace("+", "[^/]+").replace("/#", "($|/.*)")
+            try:
+                compiled = re.compile(regex)             # Pattern.compile: no DOTALL
+            except re.error as e:
+                raise ValueError(f"topic filter {text!r} is not a valid pattern: {e}") from None
+
+            def matcher(topic, compiled=compiled):
+                return compiled.fullmatch(topic) is not None
+        else:
+            def matcher(topic, text=text):
+                return topic == text
+        _FILTERS[text] = matcher
+    return matcher
+
+
+# ---- PUBLISH dispatch (MqttTransportHandler.processDevicePublish) ---------------------------------
+
+_V2_FIXED = (
+    ("v2/t", "telemetry", V2), ("v2/t/j", "telemetry", V2_JSON), ("v2/t/p", "protobuf", None),
+    ("v2/a", "attributes", V2), ("v2/a/j", "attributes", V2_JSON), ("v2/a/p", "protobuf", None),
+)
+_V2_PREFIXES = (
+    ("v2/r/res/j/", "rpc-response", V2_JSON), ("v2/r/res/p/", "protobuf", None), ("v2/r/res/", "rpc-response", V2),
+    ("v2/r/req/j/", "client-rpc", V2_JSON), ("v2/r/req/p/", "protobuf", None), ("v2/r/req/", "client-rpc", V2),
+    ("v2/a/req/j/", "attribute-request", V2_JSON), ("v2/a/req/p/", "protobuf", None),
+    ("v2/a/req/", "attribute-request", V2),
+)
+
+
+def classify(topic, profile):
+    """(kind, rest, family) of a device PUBLISH, tested in ThingsBoard's order: the profile's
+    attributes filter, its telemetry filter, the v1 request prefixes, claim, the OTA patterns, then
+    the v2 short topics. `rest` is what follows a prefix (a request id), or the OTA match."""
+    if profile.is_attributes(topic):
+        return "attributes", None, V1
+    if profile.is_telemetry(topic):
+        return "telemetry", None, V1
+    for prefix, kind in ((ATTRIBUTES_REQUEST, "attribute-request"), (RPC_RESPONSE, "rpc-response"),
+                         (RPC_REQUEST, "client-rpc")):
+        if topic.startswith(prefix):
+            return kind, topic[len(prefix):], V1
+    if topic == CLAIM:
+        return "claim", None, V1
+    request = ota_request(topic)
+    if request is not None:
+        return "ota", request, None
+    for name, kind, family in _V2_FIXED:
+        if topic == name:
+            return kind, None, family
+    for prefix, kind, family in _V2_PREFIXES:
+        if topic.startswith(prefix):
+            return kind, topic[len(prefix):], family
+    return "unknown", None, None

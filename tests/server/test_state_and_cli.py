@@ -12,7 +12,8 @@ from rawmqtt import RawClient, publish_packet
 from tbsim import Profile, TBSim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-READY = re.compile(r"^tbsim listening mqtt=127\.0\.0\.1:(\d+) http=127\.0\.0\.1:(\d+)( mqtts=127\.0\.0\.1:(\d+))?$")
+READY = re.compile(r"^tbsim listening mqtt=127\.0\.0\.1:(\d+) http=127\.0\.0\.1:(\d+)( mqtts=127\.0\.0\.1:(\d+))?"
+                   r"( coap=127\.0\.0\.1:(\d+))?$")
 
 
 def test_state_file_round_trip(tmp_path):
@@ -61,7 +62,8 @@ def test_stop_closes_everything_and_start_rebinds_same_ports(make_sim):
 
 
 def start_cli(*args):
-    proc = subprocess.Popen([sys.executable, "-m", "tbsim", "--mqtt-port", "0", "--http-port", "0", *args],
+    proc = subprocess.Popen([sys.executable, "-m", "tbsim", "--mqtt-port", "0", "--http-port", "0",
+                             "--coap-port", "0", *args],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline().rstrip("\n")
     match = READY.match(line)
@@ -104,7 +106,8 @@ def test_cli_help_lists_the_flags():
     assert out.returncode == 0
     for flag in ("--mqtt-port", "--http-port", "--mqtts-port", "--cert", "--key", "--profile", "--device",
                  "--rate-limits", "--puback-on-validation-failure", "--state-file", "--provision-close-s",
-                 "--inactivity-timeout-s", "--provision-subscribe"):
+                 "--inactivity-timeout-s", "--provision-subscribe", "--coap-port", "--provisioning",
+                 "--provision-delay-s", "--telemetry-topic", "--attributes-topic", "--attributes-subscribe-topic"):
         assert flag in out.stdout
 
 
@@ -112,3 +115,32 @@ def test_cli_rejects_bad_profile():
     out = subprocess.run([sys.executable, "-m", "tbsim", "--profile", "only-key"], cwd=ROOT,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "KEY:SECRET" in out.stderr
+
+
+def test_cli_reaches_the_refusing_provisioning_mode_the_inactivity_timeout_and_coap():
+    import requests
+    proc, match = start_cli("--profile", "pk:ps", "--provisioning", "success-then-refuse",
+                            "--inactivity-timeout-s", "1", "--device", "quiet:tok-q")
+    try:
+        assert match.group(6) and int(match.group(6)) > 0              # CoAP is on
+        http, mqtt = int(match.group(2)), int(match.group(1))
+        reply = requests.post(f"http://127.0.0.1:{http}/api/v1/provision", timeout=10,
+                              json={"provisionDeviceKey": "pk", "provisionDeviceSecret": "ps", "deviceName": "m"})
+        assert reply.status_code == 200 and reply.json()["status"] == "SUCCESS"
+        with RawClient(mqtt) as c:                                      # ...and the token is refused
+            assert c.connect("cid", reply.json()["credentialsValue"]) == (0x20, b"\x00\x05")
+        with RawClient(mqtt) as c:
+            assert c.connect("cid", "tok-q") == (0x20, b"\x00\x00")
+            t0 = time.monotonic()
+            assert c.expect_closed(timeout=5)                            # idle for 1 s: closed
+            assert 0.8 < time.monotonic() - t0 < 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+
+
+def test_cli_rejects_a_topic_filter_that_is_not_a_pattern():
+    out = subprocess.run([sys.executable, "-m", "tbsim", "--profile", "k:s", "--telemetry-topic", "a/(+"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "not a valid pattern" in out.stderr

@@ -124,7 +124,7 @@ def test_puback_option_does_not_save_qos0(lenient_device):
 
 
 @pytest.mark.parametrize("payload", ['{"ts":"abc","values":{"a":1}}', '{"ts":null,"values":{}}',
-                                     '{"ts":true,"values":{}}', '{"v":NaN}'])
+                                     '{"ts":true,"values":{}}', '{"ts":NaN,"values":{}}'])
 def test_runtime_errors_close_even_with_puback_option(lenient_device, payload):
     sim, c = lenient_device
     c.send(publish_packet(TELEMETRY, payload, qos=1, packet_id=3))
