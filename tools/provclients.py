@@ -4,7 +4,7 @@ Each function sends one request (a dict in ThingsBoard's field names) and return
 raises for anything the server or the network does. Every exchange has one overall deadline, not
 one per read, and every reply is read with a size limit before it is parsed.
 
-ThingsBoard's answers, per transport (docs/thingsboard.md has the source files):
+ThingsBoard's answers, per transport (docs/bench-provisioning.md has the source files):
   HTTP  POST /api/v1/provision: 200 for SUCCESS, NOT_FOUND and FAILURE alike (the status is in the
         JSON); 500 with the error handler's JSON for a request it could not read; 400 for an empty one.
   CoAP  POST coap://host:5683/api/v1/provision: 2.01 SUCCESS, 4.00 NOT_FOUND/FAILURE (JSON) or an
