@@ -299,7 +299,7 @@ class Session:
         try:
             req = parse_request(msg.payload)
         except ParseFailure as e:
-            store.event("provision", request=None, status=None, deviceName=None, error=str(e))
+            store.event("provision", request=None, status=None, deviceName=None, error=str(e), transport="mqtt")
             if e.puback:
                 self.ack(msg.packet_id, RC_IMPLEMENTATION_ERROR)
                 self.close("provision-malformed", RC_IMPLEMENTATION_ERROR)

@@ -285,11 +285,8 @@ def cmd_one(args):
     if has_credentials(existing) and not args.force:
         print("%s: skipped: %s already has credentials (--force to provision again)" % (name, args.config))
         return 0
-    raw = dict(defaults)
+    raw = dict(defaults)                     # after a bench provisioning the key is only in --defaults
     raw.update(existing)
-    for field in PROVISION_FIELDS:          # after a bench provisioning they are only in --defaults
-        if not raw.get(field) and defaults.get(field):
-            raw[field] = defaults[field]
     errors = _check_for_request(raw)
     if errors:
         for e in errors:

@@ -17,6 +17,7 @@ import json
 import socket
 import ssl
 import struct
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -59,8 +60,21 @@ def parse_reply(raw, code=None):
 # ---- HTTP ----------------------------------------------------------------------------------------
 
 def via_http(request, host, port=None, tls=False, timeout=10.0, cafile=None):
+    """urllib's timeout bounds each socket operation, not the exchange: the request runs in a
+    worker thread and is abandoned (it is a daemon) when the overall deadline passes."""
     scheme = "https" if tls else "http"
     url = "%s://%s%s/api/v1/provision" % (scheme, host, ":%d" % port if port else "")
+    box = []
+    worker = threading.Thread(target=lambda: box.append(_http_exchange(request, url, tls, timeout, cafile)),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not box:
+        return Answer("timeout", "no answer from %s within %g s" % (url, timeout))
+    return box[0]
+
+
+def _http_exchange(request, url, tls, timeout, cafile):
     data = json.dumps(request, separators=(",", ":")).encode("utf-8")
     req = urllib.request.Request(url, data=data, method="POST",
                                  headers={"Content-Type": "application/json", "Accept": "application/json"})
@@ -210,6 +224,8 @@ def via_mqtt(request, host, port=None, tls=False, timeout=10.0, cafile=None):
         return Answer("refused", "%s: %s" % (where, e.strerror or e))
     try:
         if tls:
+            # The handshake's reads are bounded by what is left of the one deadline.
+            sock.settimeout(max(0.001, deadline - time.monotonic()))
             sock = ssl.create_default_context(cafile=cafile).wrap_socket(sock, server_hostname=host)
         # Client id and username "provision": a provision-only session; clean session, 60 s keepalive.
         connect = _str16("MQTT") + bytes([4, 0x82]) + struct.pack("!H", 60) + _str16("provision") + _str16("provision")
@@ -241,7 +257,7 @@ def via_mqtt(request, host, port=None, tls=False, timeout=10.0, cafile=None):
                 except OSError:
                     pass
                 return answer
-    except TimeoutError:
+    except (TimeoutError, socket.timeout):
         return Answer("timeout", "no answer from %s within %g s" % (where, timeout))
     except _Closed:
         return Answer("closed", "%s closed the connection without a reply" % where)

@@ -288,3 +288,36 @@ def test_generate_offers_a_fresh_token_only_where_the_config_has_none(tmp_path, 
     assert load(os.path.join(out, "meter-0001.json"))["access_token"] == "own-token-of-meter-1"
     token2 = load(os.path.join(out, "meter-0002.json"))["access_token"]
     assert len(token2) == 20 and token2 == sim.device("meter-0002")["credentials"]
+
+
+@pytest.mark.parametrize("via", ["http", "mqtt"])
+def test_a_server_that_trickles_bytes_is_cut_off_at_the_overall_deadline(tmp_path, via):
+    """Each byte comes well within the 1 s deadline; the whole answer would take 20 s."""
+    import time
+    path = one_config(tmp_path)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def trickle():
+        conn, _ = server.accept()
+        head = b"HTTP/1.1 200 OK\r\nX-Slow: " if via == "http" else b"\x20"   # a CONNACK that never ends
+        for byte in head + b"." * 100:
+            if stop.wait(0.2):
+                break
+            try:
+                conn.sendall(bytes([byte]))
+            except OSError:
+                break
+        conn.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    t0 = time.monotonic()
+    r = run_tool("one", path, "--via", via, "--host", "127.0.0.1", "--port", str(server.getsockname()[1]),
+                 "--timeout", "1")
+    elapsed = time.monotonic() - t0
+    stop.set()
+    server.close()
+    assert r.returncode == 1 and "timeout: no answer" in r.stdout, r.stdout + r.stderr
+    assert elapsed < 8                                     # 1 s deadline plus interpreter start, generously
