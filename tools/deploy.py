@@ -295,6 +295,13 @@ def read_status(port, reset=True):
 
 def format_status(s):
     rows = []
+    if s.get("current_fw_version") is not None:
+        reported = s.get("fw_reported")
+        rows.append(("firmware", "%s %s%s" % (
+            s.get("current_fw_title"), s["current_fw_version"], "" if reported is None else
+            ", reported to ThingsBoard" if reported else ", not reported yet (sent once connected)")))
+    else:
+        rows.append(("firmware", "unknown (older than version reporting: make deploy)"))
     cfg = s.get("config") or {}
     if "error" in cfg:
         rows.append(("config", cfg["error"]))

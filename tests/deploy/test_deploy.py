@@ -91,6 +91,8 @@ def test_deploy_status_then_the_deployed_files_boot_and_report(tmp_path, board, 
     assert "meter-0042" in out and cups_for(42) in out and "800 per kWh" in out
     assert "provisioned       no" in out and "not sent yet" in out
     assert "su...42" in out and "heap free" in out
+    title, version, _source = build_device.firmware_version()  # stamped by make deploy's build
+    assert "firmware          %s %s\n" % (title, version) in out, out  # no credentials yet
     # ...and the board is reset afterwards, so the meter runs again.
     assert wait_until(lambda: board.events().count("fakeboard: hard reset") == 4)
 
@@ -109,7 +111,9 @@ def test_deploy_status_then_the_deployed_files_boot_and_report(tmp_path, board, 
         assert m.wait_for(r"pattern run", 5)
         creds, attrs = m.record("creds"), m.record("attrs")
         assert creds == {"type": "ACCESS_TOKEN", "token": token}  # the device-supplied one
-        raw_state = {n: m.read_file("state/%s.json" % n) for n in ("creds", "attrs")}
+        assert sim.wait_for(lambda: sim.device("meter-0042")["latestTelemetry"].get(
+            "current_fw_version") == version)
+        raw_state = {n: m.read_file("state/%s.json" % n) for n in ("creds", "attrs", "fwver")}
     finally:
         m.close()
     text = m.text()
@@ -126,6 +130,7 @@ def test_deploy_status_then_the_deployed_files_boot_and_report(tmp_path, board, 
     assert r.returncode == 0, r.stderr
     assert "provisioned       yes (ACCESS_TOKEN)" in r.stdout, r.stdout
     assert "attributes        sent, current" in r.stdout
+    assert "firmware          %s %s, reported to ThingsBoard" % (title, version) in r.stdout
     assert creds["token"] not in r.stdout
 
 
