@@ -61,6 +61,7 @@ clean:
 # --- Real meters: flash, deploy, console, status, build (docs/deploy.md) ----------------------
 # make flash   PORT=/dev/ttyUSB0 [FIRMWARE_BIN=esp32/<file>.bin] [DRY_RUN=1]
 # make deploy  PORT=/dev/ttyUSB0 CONFIG=devices/meter-0001.json [CA=ca.der] [MARCH=] [FROZEN=1]
+#              [INDEX=<pulses> | KWH=<kWh>] [FORCE=1]   (starting index: board swap, after flash)
 # make status  PORT=/dev/ttyUSB0        make console PORT=/dev/ttyUSB0
 # make build   .mpy files for the ESP32 in build/device-$(MARCH); package.json for mip
 # Plain "=" on purpose: only the command line sets these, never a stray PORT or CONFIG in the
@@ -75,6 +76,9 @@ RELEASE      = esp32/release.json
 FIRMWARE_BIN =
 ESPTOOL      = $(VENV)/bin/esptool
 DRY_RUN      =
+INDEX        =
+KWH          =
+FORCE        =
 
 .PHONY: flash deploy status console build typings typecheck
 
@@ -84,7 +88,8 @@ flash: $(VENV)/.stamp
 
 deploy: $(VENV)/.stamp lib
 	$(PY) tools/deploy.py deploy --port "$(PORT)" --config "$(CONFIG)" --march "$(MARCH)" \
-		$(if $(CA),--ca "$(CA)") $(if $(FROZEN),--frozen)
+		$(if $(CA),--ca "$(CA)") $(if $(FROZEN),--frozen) $(if $(INDEX),--index "$(INDEX)") \
+		$(if $(KWH),--kwh "$(KWH)") $(if $(FORCE),--force)
 
 status: $(VENV)/.stamp
 	$(PY) tools/deploy.py status --port "$(PORT)"

@@ -13,7 +13,11 @@ import json
 import os
 from binascii import crc32
 
-from micropython import const
+try:
+    from micropython import const  # pyright: ignore[reportAssignmentType]  (CPython fallback below)
+except ImportError:  # CPython: tools/deploy.py writes and reads the pulse index record with this code
+    def const(value):
+        return value
 
 _DIR = const("state")
 
