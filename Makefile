@@ -63,6 +63,7 @@ clean:
 # make deploy  PORT=/dev/ttyUSB0 CONFIG=devices/meter-0001.json [CA=ca.der] [MARCH=] [FROZEN=1]
 #              [INDEX=<pulses> | KWH=<kWh>] [FORCE=1]   (starting index: board swap, after flash)
 # make status  PORT=/dev/ttyUSB0        make console PORT=/dev/ttyUSB0
+# make selftest PORT=/dev/ttyUSB0 [SELFTEST_PIN=<gpio jumpered to pulse_pin>]
 # make build   .mpy files for the ESP32 in build/device-$(MARCH); package.json for mip
 # Plain "=" on purpose: only the command line sets these, never a stray PORT or CONFIG in the
 # environment.
@@ -79,8 +80,9 @@ DRY_RUN      =
 INDEX        =
 KWH          =
 FORCE        =
+SELFTEST_PIN =
 
-.PHONY: flash deploy status console build typings typecheck
+.PHONY: flash deploy status selftest console build typings typecheck
 
 flash: $(VENV)/.stamp
 	$(PY) tools/flash.py --port "$(PORT)" --release "$(RELEASE)" --baud "$(BAUD)" \
@@ -93,6 +95,9 @@ deploy: $(VENV)/.stamp lib
 
 status: $(VENV)/.stamp
 	$(PY) tools/deploy.py status --port "$(PORT)"
+
+selftest: $(VENV)/.stamp
+	$(PY) tools/deploy.py selftest --port "$(PORT)" $(if $(SELFTEST_PIN),--pin "$(SELFTEST_PIN)")
 
 console: $(VENV)/.stamp
 	@test -n "$(PORT)" || { echo "console: no PORT given (e.g. make console PORT=/dev/ttyUSB0)" >&2; exit 1; }

@@ -4,6 +4,7 @@
                                   [--march xtensawin] [--frozen] [--no-reset]
                                   [--index PULSES | --kwh KWH] [--force]
     python tools/deploy.py status --port PORT [--json]
+    python tools/deploy.py selftest --port PORT [--pin GPIO]
 
 deploy, in this order, and nothing on the board is changed until every check passed:
 1. the config is validated by firmware/config.py (the meter's own rules) and, with TLS, the CA
@@ -31,6 +32,11 @@ status runs firmware/report.py on the board (mpremote interrupts main.py with Ct
 lets KeyboardInterrupt through, so the board lands in the REPL), prints its JSON summary for a
 technician, and resets the board so the meter runs again (--no-reset leaves it at the REPL).
 Secrets arrive masked by the board; nothing is written there.
+
+selftest runs firmware/selftest.py on the board the same way (the meter is stopped, the module is
+loaded only for this) and prints its report as it comes, one PASS/FAIL/SKIP line per check; the
+board is reset afterwards, which also stops the watchdog the test armed. Exit status 1 when a
+check failed.
 """
 
 import argparse
@@ -41,6 +47,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 from fractions import Fraction
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -485,6 +492,58 @@ def format_status(s):
     return "\n".join("%-17s %s" % (k, v) for k, v in rows)
 
 
+# --- selftest ----------------------------------------------------------------------------------
+
+_SELFTEST = "from firmware import selftest\nselftest.main(%r)"
+SELFTEST_TIMEOUT_S = 300  # the checks take under 2 minutes; Wi-Fi alone may take 30 s
+_REPORT_LINE = ("PASS ", "FAIL ", "SKIP ", "self-test:")
+
+
+def selftest(port, pin=None, out=print, timeout_s=SELFTEST_TIMEOUT_S):
+    """Run the board self-test; returns {"PASS": n, "FAIL": n, "SKIP": n}."""
+    if not port:
+        raise DeployError("no PORT given (e.g. make selftest PORT=/dev/ttyUSB0 SELFTEST_PIN=5)")
+    if pin is not None:
+        if not re.fullmatch(r"[0-9]{1,2}", str(pin)):
+            raise DeployError("SELFTEST_PIN=%s: the GPIO number the jumper wire starts from "
+                              "(e.g. SELFTEST_PIN=5)" % pin)
+        pin = int(pin)
+    # Streamed, not captured: a technician sees each line as the board prints it (joining
+    # Wi-Fi alone may take 30 s). The reset runs after the report, from mpremote.
+    cmd = [MPREMOTE, "connect", port, "exec", _SELFTEST % pin, "+", "reset"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         stdin=subprocess.DEVNULL)
+    timer = threading.Timer(timeout_s, p.kill)
+    timer.start()
+    lines = []
+    try:
+        for raw in p.stdout:
+            line = raw.rstrip("\r\n")
+            lines.append(line)
+            if line.startswith(_REPORT_LINE):
+                out(line)
+        p.wait()
+    finally:
+        timer.cancel()
+    text = "\n".join(lines)
+    summary = [l for l in lines if l.startswith("self-test: ") and " PASS, " in l]
+    if summary:
+        counts = dict(zip(("PASS", "FAIL", "SKIP"), map(int, re.findall(r"(\d+) [A-Z]", summary[-1]))))
+        return counts
+    # No report: the board is not left stopped at the prompt (nor to its watchdog).
+    subprocess.run([MPREMOTE, "connect", port, "reset"], capture_output=True, timeout=30,
+                   stdin=subprocess.DEVNULL)
+    if "ImportError" in text and "selftest" in text:
+        raise DeployError("the firmware on the board at %s has no self-test (older than this "
+                          "checkout): make deploy first" % port)
+    if "ImportError" in text and "firmware" in text:
+        raise DeployError("no meter firmware on the board at %s (run make deploy)" % port)
+    if p.returncode and p.returncode < 0:
+        raise DeployError("the self-test on %s did not finish within %d s:\n%s"
+                          % (port, timeout_s, text.strip()))
+    raise DeployError("the self-test on %s did not finish:\n%s" % (port, text.strip()))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -508,11 +567,23 @@ def main(argv=None):
     s.add_argument("--json", action="store_true", help="print the board's JSON as it is")
     s.add_argument("--no-reset", action="store_true",
                    help="leave the board at the REPL afterwards (the meter stays stopped)")
+    t = sub.add_parser("selftest")
+    t.add_argument("--port", default="")
+    t.add_argument("--pin", help="the GPIO a jumper wire connects to pulse_pin (the test drives "
+                                 "it); without it the pulse check is skipped")
     a = ap.parse_args(argv)
     try:
         if a.cmd == "deploy":
             deploy(a.port, a.config, a.ca, a.march, a.frozen, not a.no_reset, index=a.index,
                    kwh=a.kwh, force=a.force)
+        elif a.cmd == "selftest":
+            counts = selftest(a.port, a.pin)
+            if counts.get("FAIL"):
+                print("selftest: %d check(s) FAILED: do what each FAIL line says, then run it "
+                      "again; the board was reset and the meter runs" % counts["FAIL"],
+                      file=sys.stderr)
+                return 1
+            print("selftest: no check failed; the board was reset and the meter runs")
         else:
             if not a.port:
                 raise DeployError("no PORT given (e.g. make status PORT=/dev/ttyUSB0)")
