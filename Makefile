@@ -61,7 +61,9 @@ clean:
 # --- Real meters: flash, deploy, console, status, build (docs/deploy.md) ----------------------
 # make flash   PORT=/dev/ttyUSB0 [FIRMWARE_BIN=esp32/<file>.bin] [DRY_RUN=1]
 # make deploy  PORT=/dev/ttyUSB0 CONFIG=devices/meter-0001.json [CA=ca.der] [MARCH=] [FROZEN=1]
+#              [INDEX=<pulses> | KWH=<kWh>] [FORCE=1]   (starting index: board swap, after flash)
 # make status  PORT=/dev/ttyUSB0        make console PORT=/dev/ttyUSB0
+# make selftest PORT=/dev/ttyUSB0 [SELFTEST_PIN=<gpio jumpered to pulse_pin>]
 # make build   .mpy files for the ESP32 in build/device-$(MARCH); package.json for mip
 # Plain "=" on purpose: only the command line sets these, never a stray PORT or CONFIG in the
 # environment.
@@ -75,8 +77,12 @@ RELEASE      = esp32/release.json
 FIRMWARE_BIN =
 ESPTOOL      = $(VENV)/bin/esptool
 DRY_RUN      =
+INDEX        =
+KWH          =
+FORCE        =
+SELFTEST_PIN =
 
-.PHONY: flash deploy status console build typings typecheck
+.PHONY: flash deploy status selftest console build typings typecheck
 
 flash: $(VENV)/.stamp
 	$(PY) tools/flash.py --port "$(PORT)" --release "$(RELEASE)" --baud "$(BAUD)" \
@@ -84,10 +90,14 @@ flash: $(VENV)/.stamp
 
 deploy: $(VENV)/.stamp lib
 	$(PY) tools/deploy.py deploy --port "$(PORT)" --config "$(CONFIG)" --march "$(MARCH)" \
-		$(if $(CA),--ca "$(CA)") $(if $(FROZEN),--frozen)
+		$(if $(CA),--ca "$(CA)") $(if $(FROZEN),--frozen) $(if $(INDEX),--index "$(INDEX)") \
+		$(if $(KWH),--kwh "$(KWH)") $(if $(FORCE),--force)
 
 status: $(VENV)/.stamp
 	$(PY) tools/deploy.py status --port "$(PORT)"
+
+selftest: $(VENV)/.stamp
+	$(PY) tools/deploy.py selftest --port "$(PORT)" $(if $(SELFTEST_PIN),--pin "$(SELFTEST_PIN)")
 
 console: $(VENV)/.stamp
 	@test -n "$(PORT)" || { echo "console: no PORT given (e.g. make console PORT=/dev/ttyUSB0)" >&2; exit 1; }

@@ -56,6 +56,7 @@ def main():
     from firmware.log import Log
     from firmware.store import Store
     from firmware.telemetry import Payload
+    from firmware import version
 
     if sys.platform == "esp32":
         from firmware.hal.esp32 import Hal
@@ -69,7 +70,8 @@ def main():
     store = Store(log)
     meter = None
     try:
-        log.info("main", "meter firmware starting on %s", hal.name)
+        log.info("main", "meter firmware starting on %s: %s %s", hal.name, version.TITLE,
+                 version.VERSION)
         meter = build(hal, log, store, payload)
         gc.collect()
         # Collect early, before the heap fragments (micropython/micropython :

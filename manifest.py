@@ -14,11 +14,20 @@ include("$(PORT_DIR)/boards/manifest.py")
 # an ESP32, which leaves out the Unix port's HAL (a board simulator, tools/build_device.py
 # UNIX_ONLY). manifestfile.py runs this file from its own folder, so the walk is relative.
 import os
+import subprocess
+import sys
 
 _files = []
 for _dir, _subdirs, _names in os.walk("firmware"):
     for _name in _names:
         _path = os.path.join(_dir, _name)[len("firmware/"):]
-        if _name.endswith(".py") and _path != "hal/unix.py":
+        if _name.endswith(".py") and _path not in ("hal/unix.py", "version.py"):
             _files.append(_path)
 package("firmware", files=sorted(_files), opt=2)
+
+# firmware/version.py is the development default ("dev"): the image gets the version module
+# stamped now, from this checkout (git describe or VERSION, tools/build_device.py), so an image
+# built after a `git pull` never carries the version of an older build.
+subprocess.run([sys.executable, "tools/build_device.py", "--version-module",
+                "build/gen/firmware/version.py"], check=True)
+module("firmware/version.py", base_path="build/gen", opt=2)

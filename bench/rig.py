@@ -105,10 +105,13 @@ class Rig:
         return [e for e in self.sim.telemetry(m.device) if "pulses" in e["values"]]
 
     def publish_times(self, m, qos=None):
-        """Host times at which tbsim accepted a telemetry message (at QoS 1: and PUBACKed it)."""
+        """Host times at which tbsim accepted a telemetry message holding readings (at QoS 1: and
+        PUBACKed it). The firmware's one-shot report of its version (current_fw_*) and the health
+        values are telemetry too, but not readings."""
         return [e["t"] for e in self.sim.events("publish")
                 if e.get("device") == m.device and e.get("accepted") and
-                e.get("topic") == "v1/devices/me/telemetry" and qos in (None, e.get("qos"))]
+                e.get("topic") == "v1/devices/me/telemetry" and qos in (None, e.get("qos"))
+                and "pulses" in e.get("keys", ())]
 
     def wait_readings(self, m, n, timeout):
         return self.sim.wait_for(lambda: len(self.readings(m)) >= n, timeout, 0.02)

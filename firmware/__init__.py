@@ -9,6 +9,8 @@ def unload(*names):
     import sys
     pkg = sys.modules.get("firmware")
     for name in names:
-        sys.modules.pop("firmware." + name, None)
+        # "firmware.%s", not "firmware." + name: a string literal of up to 10 characters is
+        # interned for good (main.py), a longer one is not.
+        sys.modules.pop("firmware.%s" % name, None)
         if pkg is not None and name in pkg.__dict__:
             del pkg.__dict__[name]

@@ -5,11 +5,12 @@
 #
 # The supervisor (firmware/supervisor.py) calls four things: start() once, service() every
 # step, send() every step of the run state, shutdown() before a planned reset. It knows nothing
-# of readings, and this knows nothing of connection states: it is told whether it may send.
+# of readings, and this knows nothing of connection states: it is told whether it may send, and
+# (reporting()) with which credentials, for the one-shot firmware report.
 
 from micropython import const
 
-from firmware import telemetry
+from firmware import attributes, telemetry, version
 from firmware.link import LinkError
 from firmware.pacing import Pacer
 
@@ -42,6 +43,9 @@ class Pipeline:
         self._publish_ms = None
         self._boot_ms = 0
         self.published = 0  # telemetry messages acknowledged since boot
+        # The credentials the firmware report is armed for (reporting()); None once it is known
+        # to be acknowledged. (A name MicroPython has interned anyway: main.py.)
+        self._armed = None
 
     def start(self, now):
         self._boot_ms = now
@@ -60,9 +64,11 @@ class Pipeline:
     def set_interval(self, seconds):
         self.interval_s = seconds
 
-    def reporting(self):
-        """Sending resumes: the first batch may go at once."""
+    def reporting(self, creds=None):
+        """Sending resumes: the first batch may go at once, and the firmware report (title and
+        version, firmware/attributes.py) is checked once against the credentials in use."""
         self._publish_ms = None
+        self._armed = creds
 
     # --- every step ------------------------------------------------------------------------------
 
@@ -106,7 +112,24 @@ class Pipeline:
     def send(self, link, now):
         """Publish what is due. True when the server acknowledged a message; LinkError when the
         connection failed."""
-        acked = self._publish_due(link, now)
+        acked = False
+        creds = self._armed
+        if creds is not None:
+            # The firmware report (firmware/attributes.py, cfg None), first: one flash read per
+            # session to know it was acknowledged before, then nothing.
+            marker = attributes.AttributeMarker(self._store)
+            if marker.is_sent(None, creds):
+                self._armed = None
+            elif self._pacer.allow(2, now):
+                # A LinkError leaves it armed: the next session sends it.
+                link.publish(telemetry.TOPIC, attributes.payload(None), 1)
+                marker.mark_sent(None, creds)  # only after the PUBACK
+                self._armed = None
+                acked = True
+                self._log.info("run", "firmware %s %s reported (current_fw_title, "
+                               "current_fw_version)", version.TITLE, version.VERSION)
+        if self._publish_due(link, now):
+            acked = True
         self._health_due(link, now)
         return acked
 

@@ -2,7 +2,8 @@
 # shared attribute. Everything arriving here is treated as hostile until parsed and checked.
 #
 # RPC (v1/devices/me/rpc/request/<id>, reply on .../response/<id>, docs/thingsboard.md §4):
-#   status       -> state, pulse index, energy, power, uptime, heap, backlog; never a secret
+#   status       -> state, firmware title and version, pulse index, energy, power, uptime, heap,
+#                   backlog; never a secret
 #   reboot       -> the index is saved, the reply sent, then the meter resets
 #   reprovision  -> as the technician's power-cycle gesture: provision again and resend the
 #                   attributes, keeping the working credentials if the platform says no
@@ -20,7 +21,7 @@ import json
 
 from micropython import const
 
-from firmware import credentials
+from firmware import credentials, version
 
 _RPC_FILTER = const(b"v1/devices/me/rpc/request/+")
 _ATTR_TOPIC = const(b"v1/devices/me/attributes")
@@ -86,7 +87,9 @@ def status(meter):
     """The meter's state for the status RPC: never a secret."""
     pipeline = meter.pipeline
     pulses = pipeline.pulses
-    return {"state": meter.state, "pulses": pulses.index, "energy_kwh": pulses.energy_text(),
+    return {"state": meter.state, "current_fw_title": version.TITLE,
+            "current_fw_version": version.VERSION,
+            "pulses": pulses.index, "energy_kwh": pulses.energy_text(),
             "power_w": pulses.power_w, "uptime_s": pipeline.uptime_s(),
             "heap_free": meter.hal.mem_free(), "backlog": len(pipeline.queue),
             "credentials": credentials.describe(meter.creds), "published": pipeline.published,

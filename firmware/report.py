@@ -10,9 +10,12 @@ _CONFIG_FILE = "config.json"
 
 
 def summary(store, read_text, mem_free=None):
-    """A dict describing config, credentials, attributes marker, pulse index and last error."""
-    from firmware import attributes, config
+    """A dict describing firmware, config, credentials, attributes and firmware markers, pulse
+    index and last error."""
+    from firmware import attributes, config, version
     out = {}
+    out["current_fw_title"] = version.TITLE
+    out["current_fw_version"] = version.VERSION
     text = read_text(_CONFIG_FILE)
     if text is None:
         out["config"] = {"error": "config.json not found"}
@@ -39,6 +42,9 @@ def summary(store, read_text, mem_free=None):
     out["attributes_sent"] = isinstance(attrs, dict)
     if out["attributes_sent"] and cfg is not None and creds:
         out["attributes_current"] = attrs.get("hash") == attributes.marker(cfg, creds)
+    if creds:
+        # This firmware's title and version acknowledged by the platform for these credentials.
+        out["fw_reported"] = attributes.AttributeMarker(store).is_sent(None, creds)
     rec = store.read("pulses")
     out["pulse_index"] = rec.get("index") if isinstance(rec, dict) else 0
     if cfg is not None:

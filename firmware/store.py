@@ -13,7 +13,11 @@ import json
 import os
 from binascii import crc32
 
-from micropython import const
+try:
+    from micropython import const  # pyright: ignore[reportAssignmentType]  (CPython fallback below)
+except ImportError:  # CPython: tools/deploy.py writes and reads the pulse index record with this code
+    def const(value):
+        return value
 
 _DIR = const("state")
 
@@ -26,12 +30,6 @@ class Store:
 
     def _path(self, name, ext=".json"):
         return "%s/%s%s" % (self._dir, name, ext)
-
-    def _ensure_dir(self):
-        try:
-            os.mkdir(self._dir)
-        except OSError:
-            pass  # exists
 
     def read(self, name):
         """Return the stored object, or None when absent or unreadable."""
@@ -61,7 +59,10 @@ class Store:
 
     def write(self, name, obj):
         body = json.dumps(obj).encode()
-        self._ensure_dir()
+        try:
+            os.mkdir(self._dir)
+        except OSError:
+            pass  # exists
         tmp = self._path(name, ".tmp")
         # `with` closes the file: an unclosed file is empty after a reset (docs/unix-port.md §3).
         with open(tmp, "wb") as f:

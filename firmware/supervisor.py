@@ -331,7 +331,7 @@ class Supervisor:
         self._enter_run()
 
     def _enter_run(self):
-        self.pipeline.reporting()
+        self.pipeline.reporting(self.creds)  # with them, the firmware report once (pipeline.py)
         unload("provision")
         self._goto(RUN)
         self.log.info("run", "reporting every %d s; heap free %d", self.pipeline.interval_s,

@@ -439,7 +439,8 @@ class Session:
                 if not sim._check_limits(device.name, points):
                     return self._rate_limited(msg)
                 saved = sim._save_telemetry(device, entries, topic)
-                self._accepted(msg, entries=len(entries), dataPoints=points, saved=saved)
+                self._accepted(msg, entries=len(entries), dataPoints=points, saved=saved,
+                               keys=sorted({k for _, values in entries for k in values}))
                 if entries:
                     # `[]` with QoS 1 never gets a PUBACK: the pack callback waits for 0 messages (§3).
                     self.ack(msg.packet_id)

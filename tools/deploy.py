@@ -2,7 +2,9 @@
 
     python tools/deploy.py deploy --port PORT --config devices/meter-0001.json [--ca ca.der]
                                   [--march xtensawin] [--frozen] [--no-reset]
+                                  [--index PULSES | --kwh KWH] [--force]
     python tools/deploy.py status --port PORT [--json]
+    python tools/deploy.py selftest --port PORT [--pin GPIO]
 
 deploy, in this order, and nothing on the board is changed until every check passed:
 1. the config is validated by firmware/config.py (the meter's own rules) and, with TLS, the CA
@@ -11,30 +13,49 @@ deploy, in this order, and nothing on the board is changed until every check pas
    bundle that ships with the firmware, build/ca/thingsboard-cloud.der (tools/cloud_ca.py);
 2. firmware/ and lib/umqtt are compiled with mpy-cross (tools/build_device.py);
 3. the board is asked (read-only) for its .mpy version and architecture, whether its firmware
-   already has umqtt.simple, and whether the CA file is on it; an incompatible board stops here;
+   already has umqtt.simple, whether the CA file is on it, and for its pulse index record; an
+   incompatible board stops here, and so does --index/--kwh below what the board already
+   counts (unless --force);
 4. one mpremote session creates the folders, removes firmware/*.py sources that would shadow
    the new .mpy files, copies main.py, boot.py, firmware/**/*.mpy, lib/umqtt (only when the
-   firmware lacks it), the config as config.json and the CA, then resets the board.
-   mpremote's cp compares sha256 on the board and skips unchanged files, so running deploy
-   again copies only what changed.
+   firmware lacks it), the config as config.json and the CA, writes the starting pulse index
+   (--index/--kwh), then resets the board. mpremote's cp compares sha256 on the board and skips
+   unchanged files, so running deploy again copies only what changed.
+
+The starting index is for a board swap or after `make flash` (which erases the flash): the new
+board would start at 0 and the server would see the register go backwards. It is written as the
+meter writes it (firmware/store.py: JSON and CRC, a temporary file renamed over the record), and
+only if the record on the board is still the one read in step 3. Only this tool, on the USB
+cable, can set it: no RPC and no attribute can (firmware/remote.py).
 
 status runs firmware/report.py on the board (mpremote interrupts main.py with Ctrl-C; main.py
 lets KeyboardInterrupt through, so the board lands in the REPL), prints its JSON summary for a
 technician, and resets the board so the meter runs again (--no-reset leaves it at the REPL).
 Secrets arrive masked by the board; nothing is written there.
+
+selftest runs firmware/selftest.py on the board the same way (the meter is stopped, the module is
+loaded only for this) and prints its report as it comes, one PASS/FAIL/SKIP line per check; the
+board is reset afterwards, which also stops the watchdog the test armed. Exit status 1 when a
+check failed.
 """
 
 import argparse
+import binascii
 import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
+import threading
+from fractions import Fraction
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from firmware.config import DEFAULT_HOST, FIELDS  # noqa: E402
+from firmware.store import Store  # noqa: E402
 from tools import build_device, cloud_ca  # noqa: E402
 from tools.meterconfig import check_file  # noqa: E402
 
@@ -121,6 +142,85 @@ def shipped_ca(log=print):
     return cloud_ca.OUT
 
 
+# The pulse index record, as firmware/pipeline.py keeps it through firmware/store.py.
+INDEX_RECORD = "pulses"
+INDEX_PATH = "state/pulses.json"
+INDEX_MAX = 10 ** 12  # pulses: far beyond any meter's register, at any pulses_per_kwh
+_RECORD_MAX = 4096  # bytes read from the board's record (one is about 30)
+
+
+def kwh_text(index, per_kwh):
+    """kWh for a pulse index as exact decimal text when it has one (as the meter shows it,
+    firmware/pulses.py energy_text), else to 9 places."""
+    q = Fraction(index, per_kwh)
+    whole, rest = divmod(q.numerator, q.denominator)
+    for places in range(0, 10):
+        scaled = rest * 10 ** places
+        if scaled % q.denominator == 0:
+            return "%d.%0*d" % (whole, places, scaled // q.denominator) if places else "%d" % whole
+    return "%d.%09d" % (whole, (rest * 10 ** 9 * 2 + q.denominator) // (2 * q.denominator))
+
+
+def starting_index(cfg, index=None, kwh=None):
+    """The pulse index asked for with --index or --kwh (None when neither), checked."""
+    if index is not None and kwh is not None:
+        raise DeployError("give INDEX= or KWH=, not both")
+    if index is not None:
+        if not re.fullmatch(r"[0-9]+", str(index)):
+            raise DeployError("INDEX=%s: must be a whole number of pulses (digits only)" % index)
+        n = int(index)
+    elif kwh is not None:
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)?", str(kwh)):
+            raise DeployError("KWH=%s: must be a decimal number of kWh, e.g. 12345.678" % kwh)
+        per = cfg["pulses_per_kwh"]
+        exact = Fraction(str(kwh)) * per
+        if exact.denominator != 1:
+            raise DeployError("KWH=%s is not a whole number of pulses at %d pulses per kWh "
+                              "(%s pulses): give the register as INDEX=<pulses>, or KWH= with "
+                              "fewer decimals" % (kwh, per, float(exact)))
+        n = int(exact)
+    else:
+        return None
+    if n > INDEX_MAX:
+        raise DeployError("%d pulses is more than any meter counts (%d at most)" % (n, INDEX_MAX))
+    return n
+
+
+class _Quiet:
+    # The Store's log: keeps its reason ("truncated", "checksum mismatch", ...).
+    def __init__(self):
+        self.why = None
+
+    def warn(self, tag, msg, *args):
+        self.why = args[-1] if args else msg
+
+
+def read_index_record(raw):
+    """What the meter would start from with this pulses.json on its flash: (index, note). The
+    firmware's own reader decides (firmware/store.py, firmware/pipeline.py start())."""
+    if raw is None:
+        return 0, "no pulse index on the board"
+    log = _Quiet()
+    with tempfile.TemporaryDirectory() as d:
+        os.mkdir(os.path.join(d, "state"))
+        with open(os.path.join(d, INDEX_PATH), "wb") as f:
+            f.write(raw)
+        rec = Store(log, root=d).read(INDEX_RECORD)
+    index = rec.get("index") if isinstance(rec, dict) else None
+    if isinstance(index, int) and index >= 0:  # the pipeline's own test
+        return int(index), None
+    return 0, "the pulse index record on the board is unreadable (%s); the meter would start at 0" % (
+        log.why or "no index in it")
+
+
+def index_record(index):
+    """The bytes of the record the meter itself would write for this index."""
+    with tempfile.TemporaryDirectory() as d:
+        Store(_Quiet(), root=d).write(INDEX_RECORD, {"index": index})
+        with open(os.path.join(d, INDEX_PATH), "rb") as f:
+            return f.read()
+
+
 # --- the board ---------------------------------------------------------------------------------
 
 # Runs on the board. Read-only. The umqtt test leaves out the filesystem entries of sys.path
@@ -151,6 +251,12 @@ def _ex(f):
     except OSError:
         return False
 r["exists"] = [f for f in %s if _ex(f)]
+try:
+    import binascii
+    with open("state/pulses.json", "rb") as _f:
+        r["index_raw"] = binascii.hexlify(_f.read(%d)).decode()
+except OSError:
+    r["index_raw"] = None
 print("PROBE:" + json.dumps(r))
 """
 
@@ -183,8 +289,34 @@ def mpremote(port, *args, check=True, timeout=300):
     return p
 
 
+# Runs on the board after the copies: the starting pulse index, only if the record is still the
+# one the probe read (compare and swap: a meter restarted by its watchdog in between may have
+# counted on). Temporary file, then rename, as firmware/store.py writes it: a power cut leaves
+# the old record or the new one.
+_SET_INDEX = """
+import os, binascii
+_old = %s
+try:
+    with open("state/pulses.json", "rb") as _f:
+        _now = binascii.hexlify(_f.read(%d)).decode()
+except OSError:
+    _now = None
+if _now != _old:
+    print("INDEX:CHANGED")
+else:
+    try:
+        os.mkdir("state")
+    except OSError:
+        pass
+    with open("state/pulses.tmp", "wb") as _f:
+        _f.write(binascii.unhexlify(%r))
+    os.rename("state/pulses.tmp", "state/pulses.json")
+    print("INDEX:SET")
+"""
+
+
 def probe(port, paths):
-    p = mpremote(port, "exec", _PROBE % json.dumps(paths))
+    p = mpremote(port, "exec", _PROBE % (json.dumps(paths), _RECORD_MAX))
     for line in p.stdout.splitlines():
         if line.startswith("PROBE:"):
             return json.loads(line[6:])
@@ -212,7 +344,7 @@ def check_board(info, files):
 
 
 def deploy(port, config_path, ca=None, march="xtensawin", frozen=False, reset=True, out=None,
-           log=print):
+           log=print, index=None, kwh=None, force=False):
     if not port:
         raise DeployError("no PORT given (e.g. make deploy PORT=/dev/ttyUSB0 CONFIG=...)")
     if not config_path:
@@ -222,6 +354,7 @@ def deploy(port, config_path, ca=None, march="xtensawin", frozen=False, reset=Tr
     if errors:
         raise DeployError("%s is not a valid meter config; nothing was sent:\n  %s"
                           % (config_path, "\n  ".join(errors)))
+    start = starting_index(cfg, index, kwh)
     if ca:
         if not cfg["tb_tls"]:
             raise DeployError("CA given but tb_tls is false in %s" % config_path)
@@ -240,6 +373,18 @@ def deploy(port, config_path, ca=None, march="xtensawin", frozen=False, reset=Tr
     info = probe(port, ([cfg["tb_ca"]] if cfg["tb_tls"] else []) + shadows)
     code = for_platform(code, info.get("platform"))
     check_board(info, code + umqtt_files(tree))
+    per = cfg["pulses_per_kwh"]
+    old_raw = info.get("index_raw")
+    had, note = read_index_record(None if old_raw is None else binascii.unhexlify(old_raw))
+    if start is not None:
+        if start < had and not force:
+            raise DeployError(
+                "the board already counts %d pulses (%s kWh), more than %d (%s kWh): the "
+                "server would see the register go backwards. Nothing was changed. Check the "
+                "meter's register; FORCE=1 sets it anyway (a board moved from another meter)"
+                % (had, kwh_text(had, per), start, kwh_text(start, per)))
+        if note:
+            log("deploy: %s" % note)
     files = list(code)
     if info.get("umqtt"):
         log("deploy: umqtt.simple is built into the board's firmware; not copied")
@@ -260,6 +405,9 @@ def deploy(port, config_path, ca=None, march="xtensawin", frozen=False, reset=Tr
     args = ["exec", _PREPARE % (json.dumps(dirs), json.dumps(gone))]
     for local, remote in files:
         args += ["+", "fs", "cp", local, ":" + remote]
+    if start is not None:
+        args += ["+", "exec", _SET_INDEX % (repr(old_raw), _RECORD_MAX,
+                                            binascii.hexlify(index_record(start)).decode())]
     if reset:
         args += ["+", "reset"]
     p = mpremote(port, *args)
@@ -268,8 +416,15 @@ def deploy(port, config_path, ca=None, march="xtensawin", frozen=False, reset=Tr
         log("deploy: removed %s (it would shadow the firmware)" % s)
     log("deploy: %d file(s) copied, %d unchanged, to %s%s"
         % (len(files) - same, same, port, "; board reset" if reset else ""))
+    if start is not None:
+        if "INDEX:SET" not in p.stdout:
+            raise DeployError("the pulse index on the board changed during the deploy (the meter "
+                              "ran: its watchdog restarts it after wdt_timeout_s at the prompt); "
+                              "the index was not set: run make deploy again")
+        log("deploy: pulse index set to %d (%s kWh at %d pulses per kWh); the board had %d%s"
+            % (start, kwh_text(start, per), per, had, " (FORCE)" if start < had else ""))
     return {"copied": len(files) - same, "unchanged": same, "umqtt_builtin": info.get("umqtt"),
-            "board": info}
+            "board": info, "index": start, "index_before": had}
 
 
 # --- status ------------------------------------------------------------------------------------
@@ -295,6 +450,13 @@ def read_status(port, reset=True):
 
 def format_status(s):
     rows = []
+    if s.get("current_fw_version") is not None:
+        reported = s.get("fw_reported")
+        rows.append(("firmware", "%s %s%s" % (
+            s.get("current_fw_title"), s["current_fw_version"], "" if reported is None else
+            ", reported to ThingsBoard" if reported else ", not reported yet (sent once connected)")))
+    else:
+        rows.append(("firmware", "unknown (older than version reporting: make deploy)"))
     cfg = s.get("config") or {}
     if "error" in cfg:
         rows.append(("config", cfg["error"]))
@@ -330,6 +492,58 @@ def format_status(s):
     return "\n".join("%-17s %s" % (k, v) for k, v in rows)
 
 
+# --- selftest ----------------------------------------------------------------------------------
+
+_SELFTEST = "from firmware import selftest\nselftest.main(%r)"
+SELFTEST_TIMEOUT_S = 300  # the checks take under 2 minutes; Wi-Fi alone may take 30 s
+_REPORT_LINE = ("PASS ", "FAIL ", "SKIP ", "self-test:")
+
+
+def selftest(port, pin=None, out=print, timeout_s=SELFTEST_TIMEOUT_S):
+    """Run the board self-test; returns {"PASS": n, "FAIL": n, "SKIP": n}."""
+    if not port:
+        raise DeployError("no PORT given (e.g. make selftest PORT=/dev/ttyUSB0 SELFTEST_PIN=5)")
+    if pin is not None:
+        if not re.fullmatch(r"[0-9]{1,2}", str(pin)):
+            raise DeployError("SELFTEST_PIN=%s: the GPIO number the jumper wire starts from "
+                              "(e.g. SELFTEST_PIN=5)" % pin)
+        pin = int(pin)
+    # Streamed, not captured: a technician sees each line as the board prints it (joining
+    # Wi-Fi alone may take 30 s). The reset runs after the report, from mpremote.
+    cmd = [MPREMOTE, "connect", port, "exec", _SELFTEST % pin, "+", "reset"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         stdin=subprocess.DEVNULL)
+    timer = threading.Timer(timeout_s, p.kill)
+    timer.start()
+    lines = []
+    try:
+        for raw in p.stdout:
+            line = raw.rstrip("\r\n")
+            lines.append(line)
+            if line.startswith(_REPORT_LINE):
+                out(line)
+        p.wait()
+    finally:
+        timer.cancel()
+    text = "\n".join(lines)
+    summary = [l for l in lines if l.startswith("self-test: ") and " PASS, " in l]
+    if summary:
+        counts = dict(zip(("PASS", "FAIL", "SKIP"), map(int, re.findall(r"(\d+) [A-Z]", summary[-1]))))
+        return counts
+    # No report: the board is not left stopped at the prompt (nor to its watchdog).
+    subprocess.run([MPREMOTE, "connect", port, "reset"], capture_output=True, timeout=30,
+                   stdin=subprocess.DEVNULL)
+    if "ImportError" in text and "selftest" in text:
+        raise DeployError("the firmware on the board at %s has no self-test (older than this "
+                          "checkout): make deploy first" % port)
+    if "ImportError" in text and "firmware" in text:
+        raise DeployError("no meter firmware on the board at %s (run make deploy)" % port)
+    if p.returncode and p.returncode < 0:
+        raise DeployError("the self-test on %s did not finish within %d s:\n%s"
+                          % (port, timeout_s, text.strip()))
+    raise DeployError("the self-test on %s did not finish:\n%s" % (port, text.strip()))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -343,15 +557,33 @@ def main(argv=None):
                    help="the firmware image has firmware/ frozen in: copy only main.py, "
                         "boot.py and the config")
     d.add_argument("--no-reset", action="store_true")
+    d.add_argument("--index", help="starting pulse index (board swap, after make flash): the "
+                                   "meter's register in pulses")
+    d.add_argument("--kwh", help="the same in kWh, converted exactly with pulses_per_kwh")
+    d.add_argument("--force", action="store_true",
+                   help="set --index/--kwh even below the index the board already has")
     s = sub.add_parser("status")
     s.add_argument("--port", default="")
     s.add_argument("--json", action="store_true", help="print the board's JSON as it is")
     s.add_argument("--no-reset", action="store_true",
                    help="leave the board at the REPL afterwards (the meter stays stopped)")
+    t = sub.add_parser("selftest")
+    t.add_argument("--port", default="")
+    t.add_argument("--pin", help="the GPIO a jumper wire connects to pulse_pin (the test drives "
+                                 "it); without it the pulse check is skipped")
     a = ap.parse_args(argv)
     try:
         if a.cmd == "deploy":
-            deploy(a.port, a.config, a.ca, a.march, a.frozen, not a.no_reset)
+            deploy(a.port, a.config, a.ca, a.march, a.frozen, not a.no_reset, index=a.index,
+                   kwh=a.kwh, force=a.force)
+        elif a.cmd == "selftest":
+            counts = selftest(a.port, a.pin)
+            if counts.get("FAIL"):
+                print("selftest: %d check(s) FAILED: do what each FAIL line says, then run it "
+                      "again; the board was reset and the meter runs" % counts["FAIL"],
+                      file=sys.stderr)
+                return 1
+            print("selftest: no check failed; the board was reset and the meter runs")
         else:
             if not a.port:
                 raise DeployError("no PORT given (e.g. make status PORT=/dev/ttyUSB0)")

@@ -12,6 +12,7 @@
 #   mount(); mem_free(); epoch_ms() -> int; sync_time(host) -> bool
 #   wifi_connect(ssid, password); wifi_disconnect(); wifi_connected(); wifi_status(); wifi_rssi()
 #   pulse_input(pin, pull_up, edge, handler, use_hw) -> hardware counter (.take()) or None
-#   led_setter(pin, inverted) -> callable(bool) or None; boot_button_held() -> bool
+#   led_setter(pin, inverted) -> callable(bool) or None (any push-pull output: the self-test
+#     drives its jumper pin with it, firmware/selftest.py); boot_button_held() -> bool
 #   wdt_start(timeout_ms); wdt_feed(); reset() (does not return)
 #   socket, ssl: the modules umqtt.simple and the TLS context use

@@ -91,6 +91,8 @@ def test_deploy_status_then_the_deployed_files_boot_and_report(tmp_path, board, 
     assert "meter-0042" in out and cups_for(42) in out and "800 per kWh" in out
     assert "provisioned       no" in out and "not sent yet" in out
     assert "su...42" in out and "heap free" in out
+    title, version, _source = build_device.firmware_version()  # stamped by make deploy's build
+    assert "firmware          %s %s\n" % (title, version) in out, out  # no credentials yet
     # ...and the board is reset afterwards, so the meter runs again.
     assert wait_until(lambda: board.events().count("fakeboard: hard reset") == 4)
 
@@ -109,7 +111,9 @@ def test_deploy_status_then_the_deployed_files_boot_and_report(tmp_path, board, 
         assert m.wait_for(r"pattern run", 5)
         creds, attrs = m.record("creds"), m.record("attrs")
         assert creds == {"type": "ACCESS_TOKEN", "token": token}  # the device-supplied one
-        raw_state = {n: m.read_file("state/%s.json" % n) for n in ("creds", "attrs")}
+        assert sim.wait_for(lambda: sim.device("meter-0042")["latestTelemetry"].get(
+            "current_fw_version") == version)
+        raw_state = {n: m.read_file("state/%s.json" % n) for n in ("creds", "attrs", "fwver")}
     finally:
         m.close()
     text = m.text()
@@ -126,6 +130,7 @@ def test_deploy_status_then_the_deployed_files_boot_and_report(tmp_path, board, 
     assert r.returncode == 0, r.stderr
     assert "provisioned       yes (ACCESS_TOKEN)" in r.stdout, r.stdout
     assert "attributes        sent, current" in r.stdout
+    assert "firmware          %s %s, reported to ThingsBoard" % (title, version) in r.stdout
     assert creds["token"] not in r.stdout
 
 
@@ -261,12 +266,19 @@ def test_make_build_package_json_lets_mip_install_from_the_checkout(board):
     r = run([MPREMOTE, "connect", board.port, "exec",
              "from firmware import config; print(len(config.FIELDS))"])
     assert r.returncode == 0 and r.stdout.strip().isdigit(), r.stdout + r.stderr
+    # The stamped version travels with mip too, not the checkout's development default.
+    title, version, _source = build_device.firmware_version()
+    assert pkg["version"] == version
+    assert ["firmware/version.py", "build/gen/firmware/version.py"] in pkg["urls"]
+    r = run([MPREMOTE, "connect", board.port, "exec",
+             "from firmware import version; print(version.TITLE, version.VERSION)"])
+    assert r.stdout.split() == [title, version], r.stdout + r.stderr
 
 
 def test_frozen_manifest_freezes_every_firmware_module(tmp_path):
     # Executed the way micropython/tools/manifestfile.py does: in the manifest's folder, with
     # its functions; a port manifest stands in for $(PORT_DIR)/boards/manifest.py.
-    frozen, included = [], []
+    frozen, included, paths = [], [], {}
 
     def include(path, **kw):
         included.append(path)
@@ -276,20 +288,32 @@ def test_frozen_manifest_freezes_every_firmware_module(tmp_path):
         for f in files:  # relative to the package, as manifestfile.py takes them
             assert os.path.exists(os.path.join(base_path, name, f)), f
             frozen.append(name + "/" + f)
+            paths[name + "/" + f] = os.path.join(base_path, name, f)
+
+    def module(path, base_path=".", opt=None):
+        assert opt == 2
+        frozen.append(path)  # frozen under its own path: firmware/version.py -> firmware.version
+        paths[path] = os.path.join(base_path, path)
 
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:
         with open("manifest.py") as f:
             exec(f.read(), {"include": include, "package": package, "require": None,
-                            "module": None, "metadata": None, "freeze": None})
+                            "module": module, "metadata": None, "freeze": None})
+        with open(paths["firmware/version.py"]) as f:
+            stamped = f.read()
     finally:
         os.chdir(cwd)
     assert included == ["$(PORT_DIR)/boards/manifest.py"]  # keeps the port's umqtt.simple
     srcs = {rel.replace(os.sep, "/") + ".py" for _s, rel in build_device.sources(board=True)
             if rel.startswith("firmware")}
-    assert set(frozen) == srcs and "firmware/hal/unix.py" not in srcs
+    assert sorted(frozen) == sorted(srcs) and "firmware/hal/unix.py" not in srcs
     assert "firmware/hal/esp32.py" in srcs
+    # The image carries the version stamped from this checkout, not the development default.
+    title, version, _source = build_device.firmware_version()
+    assert paths["firmware/version.py"] != "./firmware/version.py"
+    assert "TITLE = %r\nVERSION = %r\n" % (title, version) in stamped and version != "dev"
 
 
 def test_an_esp32_gets_no_unix_port_hal(tmp_path):

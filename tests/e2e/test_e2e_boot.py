@@ -4,6 +4,7 @@ import time
 
 from e2e_support import KEY, SECRET, SUPPLIER, base_config, cups_for, device_name
 from tbsim import Profile
+from tools.build_device import firmware_version
 
 NAME = device_name()
 
@@ -20,13 +21,23 @@ def running(m, since=0, timeout=30):
     return m.wait_for(r"state: \S+ -> run", timeout, since)
 
 
+def fw_reports(sim, name=NAME):
+    return [e["values"] for e in sim.telemetry(name) if "current_fw_version" in e["values"]]
+
+
 def test_first_boot_provisions_sends_attributes_once_and_reboot_sends_nothing(sim, meters):
+    title, version, _source = firmware_version()  # what tools/build_device.py stamped
     m = meters(sim)
     m.power_on()
     assert running(m), m.text()
+    assert "main: meter firmware starting on unix: %s %s" % (title, version) in m.text()
     assert sim.wait_for(lambda: attribute_posts(sim))
     dev = sim.device(NAME)
     assert dev["clientAttributes"] == {"Power_suppier_secret_key": SUPPLIER, "CUPs": cups_for(1)}
+    # The firmware's title and version as time series, where ThingsBoard's firmware dashboard
+    # reads them (docs/thingsboard.md §14.6).
+    assert sim.wait_for(lambda: fw_reports(sim))
+    assert fw_reports(sim) == [{"current_fw_title": title, "current_fw_version": version}]
     token = dev["credentials"]
     assert m.record("creds") == {"type": "ACCESS_TOKEN", "token": token}
     assert [p["status"] for p in provisions(sim)] == ["SUCCESS"]
@@ -36,6 +47,7 @@ def test_first_boot_provisions_sends_attributes_once_and_reboot_sends_nothing(si
     assert running(m, t)
     time.sleep(1)
     assert len(provisions(sim)) == 1 and len(attribute_posts(sim)) == 1
+    assert len(fw_reports(sim)) == 1
     connects = [e for e in sim.events("connect") if e.get("session") == "device"]
     assert connects[-1]["returnCode"] == 0 and connects[-1]["clientId"] == NAME
     for secret in (SECRET, SUPPLIER, token, "sim-wifi-password"):
