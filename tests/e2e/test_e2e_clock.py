@@ -3,8 +3,11 @@ TLS before the clock with an RTC that starts at 2000, and an RTC put right by re
 
 Ticks: every meter of this suite runs on the ESP32's 2**30 ticks (conftest.py); here they wrap
 while the meter reports. The RTC model (firmware/hal/unixrtc.py, METER_RTC) is the simulator's
-own code, about 4 KB of this port's heap that a board does not spend (measured as the run
-state's free heap with and without it): those tests give the heap that much on top."""
+own code: 3.5 KB of this port's heap that a board does not spend (the run state's free heap
+with and without it, TLS: 104320 and 107776 bytes). Those tests give the heap 7 KB on top: the
+model, and the 1 to 2 KB more that TLS provisioning after a minute-long time state needed here
+(alone it passed from 116K, under the suite's parallel load it failed at 115K: fragmentation;
+on the board mbedTLS allocates outside the MicroPython heap, docs/unix-port.md §8)."""
 
 import pathlib
 import re
@@ -18,7 +21,7 @@ from lab.meterhost import PulseTrain
 from tbsim import Profile, TBSim
 
 NAME = device_name()
-RTC_HEAP = "115K"  # conftest.HEAP + the RTC model
+RTC_HEAP = "118K"  # conftest.HEAP + the RTC model + the margin above
 
 
 def _points(sim, key="pulses"):
