@@ -54,6 +54,7 @@ FIELDS = {
     "attr_supplier_key": (_STR, DEFAULT_SUPPLIER_ATTR, False, (1, 255)),
     "attr_cups_key": (_STR, DEFAULT_CUPS_ATTR, False, (1, 255)),
     "ntp_host": (_STR, "pool.ntp.org", False, (1, 253)),
+    "ntp_interval_s": (_INT, 14400, False, (60, 86400)),  # re-sync the clock this often
     "keepalive_s": (_INT, 60, False, (10, 600)),
     "reprovision_cycles": (_INT, 4, False, (0, 20)),  # 0 disables the power-cycle gesture
     "reprovision_window_s": (_INT, 10, False, (3, 60)),

@@ -19,11 +19,16 @@ class Log:
         self._t0 = ticks_ms()
         self._write = write or print
         self.last_error = None  # shown by `make status` and the status RPC
+        # The meter's clock, once wired (firmware/clock.py: an uptime that never wraps). Until
+        # then, ticks since boot modulo 2**30 ms: right for 12.4 days on the board (the ticks
+        # period); a boot or a config-error halt lasting longer shows that modulo.
+        self.uptime_ms = None
 
     def _emit(self, level, tag, msg, args):
         if args:
             msg = msg % args
-        t = self._ticks_ms() - self._t0  # uptime; wraps after 12 days, harmless in a log
+        f = self.uptime_ms
+        t = f() if f else (self._ticks_ms() - self._t0) & 0x3FFFFFFF
         self._write("%d.%03d %s %s: %s" % (t // 1000, t % 1000, level, tag, msg))
         return msg
 

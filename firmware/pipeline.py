@@ -3,10 +3,15 @@
 # write budget; while the supervisor is connected it sends the waiting readings (batched,
 # paced under ThingsBoard's rate limits) and the health message.
 #
-# The supervisor (firmware/supervisor.py) calls four things: start() once, service() every
-# step, send() every step of the run state, shutdown() before a planned reset. It knows nothing
-# of readings, and this knows nothing of connection states: it is told whether it may send, and
-# (reporting()) with which credentials, for the one-shot firmware report.
+# The supervisor (firmware/supervisor.py) calls five things: start() once, service() every
+# step, tick() once a second, send() every step of the run state, shutdown() before a planned
+# reset. It knows nothing of readings, and this knows nothing of connection states: it is told
+# whether it may send, and (reporting()) with which credentials, for the one-shot firmware
+# report.
+#
+# Timers are ticks (ms) and ticks_diff on the board is valid for 6.2 days only (docs/esp32.md:
+# Clock and ticks): tick() holds each timer at its period once it is due, so one left unchecked
+# for a week (no pulses to persist, offline: nothing to send) reads "due", never "days to go".
 
 from micropython import const
 
@@ -41,14 +46,12 @@ class Pipeline:
         self._sample_ms = None
         self._health_ms = None
         self._publish_ms = None
-        self._boot_ms = 0
         self.published = 0  # telemetry messages acknowledged since boot
         # The credentials the firmware report is armed for (reporting()); None once it is known
         # to be acknowledged. (A name MicroPython has interned anyway: main.py.)
         self._armed = None
 
     def start(self, now):
-        self._boot_ms = now
         rec = self._store.read(_PULSES_RECORD)
         index = rec.get("index") if isinstance(rec, dict) else None
         if isinstance(index, int) and index >= 0:
@@ -59,7 +62,7 @@ class Pipeline:
             self.queue.load()  # readings a previous boot could not send
 
     def uptime_s(self):
-        return self._hal.ticks_diff(self._hal.ticks_ms(), self._boot_ms) // 1000
+        return self._clock.uptime_s
 
     def set_interval(self, seconds):
         self.interval_s = seconds
@@ -72,27 +75,39 @@ class Pipeline:
 
     # --- every step ------------------------------------------------------------------------------
 
-    def service(self, now, online):
+    def service(self, now):
         self.pulses.service(now)
-        self._sample(now, online)
+        self._sample(now)
         self._persist_if_due(now, False)
 
-    def _sample(self, now, online):
+    def tick(self, now):
+        # Once a second (the supervisor). The timers that can go unchecked: the index's (no
+        # pulses, nothing to write) and the health message's (offline). The reading timer is
+        # checked every step, the publish gap in every step with readings waiting (one comes
+        # every interval, at most a day).
+        diff, add, cfg = self._hal.ticks_diff, self._hal.ticks_add, self._cfg
+        ms = cfg["persist_interval_s"] * 1000
+        if diff(now, self._persist_ms) > ms:
+            self._persist_ms = add(now, -ms)
+        ms = cfg["health_interval_s"] * 1000
+        if self._health_ms is not None and diff(now, self._health_ms) > ms:
+            self._health_ms = add(now, -ms)
+        self._pacer.tick(now)
+
+    def _sample(self, now):
         interval = self.interval_s * 1000
         if self._sample_ms is not None and self._hal.ticks_diff(now, self._sample_ms) < interval:
             return
-        ts = self._clock.epoch_ms()
-        if not ts and not online:
-            # No timestamp and nobody to send it to: the index keeps the energy anyway. The
-            # first reading is taken as soon as there is either.
-            return
+        # Online or not, synced or not: a reading taken before the clock is known carries this
+        # boot's uptime, and gets its time once the clock is synced (firmware/clock.py).
         self._sample_ms = now
         # A reading carries the index as it is on flash, never a newer one: after a power cut
         # the meter restarts from the flash copy, and the server must never see the index go
         # backwards. Writing it now when the write budget allows keeps the lag at most
         # persist_interval_s; power is always live.
         self._persist_if_due(now, False)
-        self.queue.push(ts, self.persisted_index, telemetry.power_dw(self.pulses.power_w))
+        self.queue.push(self._clock.epoch_ms(), self.persisted_index,
+                        telemetry.power_dw(self.pulses.power_w))
 
     def _persist_if_due(self, now, force):
         # Bounded flash wear: at most once per persist_interval_s, and only when changed.
@@ -139,8 +154,19 @@ class Pipeline:
             return False
         if self._publish_ms is not None and self._hal.ticks_diff(now, self._publish_ms) < _PUBLISH_GAP_MS:
             return False
+        paced = False
         try:
             batch = q.peek(self._batch_max)
+            for r in batch:
+                if r[0] <= 0:
+                    # Taken before the clock was known: timed by firmware/sync.py, loaded for
+                    # it, so only once the pacer lets this message go (a refusal is tried again
+                    # every step). Paid for the whole peek: never fewer points than are sent.
+                    if not self._pacer.allow(3 * len(batch), now):
+                        return False
+                    paced = True
+                    batch = self._clock.resolve(q, self._batch_max)
+                    break
             if not batch:
                 return False
             payload, n = self._payload.batch(batch, self._cfg["pulses_per_kwh"])
@@ -149,7 +175,7 @@ class Pipeline:
             # send fewer readings per message instead.
             self._shrink_batch(self._batch_max, "low memory")
             return False
-        if not self._pacer.allow(3 * n, now):
+        if not paced and not self._pacer.allow(3 * n, now):
             return False  # ThingsBoard would close the session for rate: wait for tokens
         try:
             link.publish(telemetry.TOPIC, payload, 1)
@@ -185,8 +211,9 @@ class Pipeline:
             return
         self._health_ms = now
         hal = self._hal
+        ts = self._clock.epoch_ms()
         link.publish(telemetry.TOPIC, telemetry.health(
-            self._clock.epoch_ms(), self.uptime_s(), hal.wifi_rssi(), hal.mem_free(),
+            ts if ts > 0 else 0, self.uptime_s(), hal.wifi_rssi(), hal.mem_free(),
             self.pulses.missed_edges), 0)
 
     # --- planned stop ----------------------------------------------------------------------------

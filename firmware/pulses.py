@@ -40,9 +40,21 @@ _LASTH = const(2)  # ticks_us of the last of them
 _REJ = const(3)  # edges rejected by the debounce
 _SLOTS = const(11)  # _HALF0 + 2 * _HLEN
 
-# ticks_us wraps every 2**30 µs (17.9 min) and ticks_diff is only valid within half of that:
-# past this gap (measured on the ms clock) µs timestamps are not compared.
-_MAX_US_GAP_MS = const(480000)
+# On the ESP32 ticks_us wraps every 2**30 µs (17.9 min) and ticks_diff is only valid within half
+# of that, 8.9 min; ticks_ms wraps every 12.4 days, valid within 6.2 (docs/esp32.md: Clock and
+# ticks). Past _MAX_US_GAP_MS between two drains (measured on the ms clock) the µs stamps of
+# their edges are not compared: an edge can wait for its drain as long as the main loop is
+# blocked, so the µs gap may exceed the ms one by that much, and 5 min leaves 3.9 min for it
+# (more than the default watchdog allows any block to last).
+_MAX_US_GAP_MS = const(300000)
+# After this long with no accepted edge, the handler's last edge time is forgotten (the next
+# edge is a first edge): its µs age would soon wrap and read as "just now", and every edge for
+# up to 9 minutes would be rejected as a bounce. Far above the longest debounce (10 s).
+_FORGET_US = const(60000000)
+# After a day without edges the last drained edge is forgotten too (the next edge starts afresh,
+# as after boot): a gap of 6.2 days on the ms clock would otherwise read as short, and the power
+# come from wrapped µs stamps. Power is 0 by then (zero_power_timeout_s is at most an hour).
+_FORGET_MS = const(86400000)
 
 
 def energy_parts(index, per_kwh):
@@ -165,9 +177,19 @@ class PulseCounter:
         # No edge since the last drain. Once the gap exceeds the last interval the load must
         # have dropped: it is at most one pulse over the time since the last edge. After the
         # zero-power timeout, report 0 (a meter with no load gives no pulses at all).
+        st = self._st
+        if st[_SEEN] and self._ticks_diff(self._ticks_us(), st[_LAST]) >= _FORGET_US:
+            # Checked every step, long before the age can wrap. An edge the handler takes
+            # between the test and the store loses its debounce reference: at most one bounce
+            # after it counts, once per minute-long silence at the very µs it ends.
+            st[_SEEN] = 0
         if self._prev_ms is None:
             return
         idle_ms = self._ticks_diff(now_ms, self._prev_ms)
+        if idle_ms >= _FORGET_MS:
+            self._prev_ms = self._prev_us = None
+            self.power_w = 0.0
+            return
         if idle_ms >= self._zero_ms:
             self.power_w = 0.0
             return

@@ -5,7 +5,7 @@
 #
 # Each check prints one line as soon as it is done: PASS, FAIL with what to do, or SKIP with
 # why. The checks run the meter's own code: the ESP32 HAL (firmware/hal/esp32.py: wdt_start,
-# pulse_input with PCNT and the GPIO interrupt, led_setter, wifi_*, sync_time, mem_free), the
+# pulse_input with PCNT and the GPIO interrupt, led_setter, wifi_*, ntp_time, epoch_ms, mem_free), the
 # interrupt handler of firmware/pulses.py, the config and TLS context of firmware/startup.py.
 # On any other port (the tests' fake board is the Unix port) only what is real there runs, the
 # config and a TLS handshake over the host's network; the rest says SKIP, never a PASS it did
@@ -275,17 +275,30 @@ class SelfTest:
         if not self.usable:
             self.say("SKIP", name, _NO_CONFIG)
         elif hal is None:
-            self.say("SKIP", name, "the %s port keeps the host's clock: sync_time is the ESP32 "
-                     "HAL's (ntptime)" % self.port)
+            self.say("SKIP", name, "the %s port keeps the host's clock: ntp_time is the ESP32 "
+                     "HAL's" % self.port)
         elif not self.joined:
             self.say("SKIP", name, "needs Wi-Fi (see wifi)")
-        elif hal.sync_time(cfg["ntp_host"]):
+        elif self._ntp(hal, cfg["ntp_host"]):
             self.say("PASS", name, "%s answered: %04d-%02d-%02d %02d:%02d:%02d UTC"
-                     % ((cfg["ntp_host"],) + tuple(time.gmtime()[:6])))
+                     % ((cfg["ntp_host"],) + tuple(time.gmtime(self._ntp_s)[:6])))
         else:
             self.say("FAIL", name, "no answer from %s: UDP port 123 blocked? set ntp_host to the "
                      "site's time server; without the time, readings carry the server's time "
                      "and TLS cannot check certificate dates" % cfg["ntp_host"])
+
+    def _ntp(self, hal, host):
+        # The meter's own exchange and date bounds (firmware/sync.py): an answer outside the dates a
+        # meter can be at is no answer. The RTC is set from it, as the meter does, so the TLS
+        # check after this one can check the certificate's dates.
+        t = hal.ntp_time(host)
+        if t is None or not 1735689600000 <= t < 4102444800000:  # sync.py's 2025..2100
+            return False
+        hal.epoch_ms(t)
+        # time.gmtime counts from 2000 on some ports (the HAL's epoch offset): from the port's
+        # own clock, just set, rather than from the Unix seconds.
+        self._ntp_s = time.time()
+        return True
 
     def check_tls(self, name):
         cfg, hal = self.cfg, self.hal

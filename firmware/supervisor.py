@@ -33,8 +33,8 @@ from firmware.states import (ATTRIBUTES, CONNECT, KEEP_WORKING, NEW_CREDENTIALS,
 _LOOP_MS = const(50)
 _WIFI_JOIN_MS = const(30000)
 _WIFI_POLL_MS = const(250)
-_TIME_TRIES = const(3)
-_HEALTHY_MS = const(3600000)
+_HEALTHY_S = const(3600)
+_NOT_SET = const(" (clock not set: the time is synced first)")
 _LED_FOR = {WIFI: "wifi", RUN: "run"}  # every other state: "connecting"
 _ERROR_RECORD = const("lasterr")
 _ERROR_SAVE_MS = const(60000)
@@ -70,16 +70,14 @@ class Supervisor:
         self._next_ms = 0
         self._wifi_since = None
         self._time_fails = 0
-        self._boot_ms = 0
         self._saved_error = None
-        self._error_ms = None
+        self._error_ms = None  # uptime ms of the last save
 
     # --- boot ----------------------------------------------------------------------------------
 
     def start(self):
         hal = self.hal
         now = hal.ticks_ms()
-        self._boot_ms = now
         self.pipeline.start(now)
         creds = self.store.read(_CREDS_RECORD)
         self.creds = creds if credentials.valid(creds) else None
@@ -112,16 +110,25 @@ class Supervisor:
         hal = self.hal
         hal.wdt_feed()
         now = hal.ticks_ms()
-        self.pipeline.service(now, self.state == RUN)
+        clock = self._clock
+        if clock.tick(now):
+            self.pipeline.tick(now)  # once a second
+        self.pipeline.service(now)
         if self._gesture is not None:
             self._gesture.tick(now)
         if self._led is not None:
             self._led.update(now)
-        self._persist_error(now)
+        self._persist_error()
+        # Checked every step, and every delay is shorter than the 6.2 days ticks_diff can span
+        # on the board (the longest, retry_slow_s x 4, is 4 days). In the run state _next_ms is
+        # left behind: nothing reads it there, and leaving the state sets it afresh.
         if hal.ticks_diff(now, self._next_ms) >= 0:
             self._advance(now)
         if self.state == RUN:
             self._run(now)
+        # Re-synced every ntp_interval_s, in the run state and while waiting for the server.
+        if self.state not in (WIFI, TIME) and clock.sync_due() and hal.wifi_connected():
+            clock.sync()
 
     def _goto(self, state, delay_ms=0):
         # Timers start from the clock *now*: the step that decided this may have blocked for
@@ -194,6 +201,7 @@ class Supervisor:
             if self._clock.synced:
                 self._after_network()
             else:
+                self._time_fails = 0
                 self._goto(TIME)
             return
         if self._wifi_since is None:
@@ -210,13 +218,19 @@ class Supervisor:
         self._next_ms = hal.ticks_add(now, _WIFI_POLL_MS)
 
     def _step_time(self, now):
-        if self._clock.sync(now):
-            self._after_network()
+        # What the time state decides lives in firmware/sync.py (Clock.sync's module: loaded for
+        # the exchange anyway), as provisioning does in firmware/provision.py.
+        if not self.hal.wifi_connected():
+            self._goto(WIFI)
             return
+        from firmware import sync, unload
         self._time_fails += 1
-        if self._time_fails >= _TIME_TRIES:
-            self.log.warn("time", "no time from %s; readings carry server time until it syncs",
-                           self.cfg["ntp_host"])
+        try:
+            go = sync.time_state(self._clock, self.tls is not None, self._time_fails,
+                                 self.cfg["ntp_host"])
+        finally:
+            unload("sync")
+        if go:
             self._after_network()
         else:
             self._retry(TIME)
@@ -266,7 +280,16 @@ class Supervisor:
                                  cfg["keepalive_s"], self.tls)
         except LinkError as e:
             delay = self._retry(CONNECT)
-            self.log.warn("connect", "%s; retrying in %d s", e, delay // 1000)
+            # mbedTLS judges the certificate's dates by the RTC ("starts in the future", "has
+            # expired"): the clock is the first suspect. The time state syncs it and goes on if
+            # NTP answers, after this backoff like any retry.
+            dates = self.tls is not None and "certificate validity" in str(e)
+            self.log.warn("connect", "%s%s; retrying in %d s", e,
+                          _NOT_SET if dates and not self._clock.synced else "", delay // 1000)
+            if dates:
+                self._time_fails = 0
+                self._goto(TIME, delay)
+                return
             if not self.hal.wifi_connected():
                 self._goto(WIFI, delay)
             return
@@ -357,9 +380,7 @@ class Supervisor:
         except LinkError as e:
             self._lost(e)
             return
-        if self._clock.sync_due(now):
-            self._clock.sync(now)
-        if self._on_healthy is not None and self.hal.ticks_diff(now, self._boot_ms) >= _HEALTHY_MS:
+        if self._on_healthy is not None and self._clock.uptime_s >= _HEALTHY_S:
             self._on_healthy()
             self._on_healthy = None
 
@@ -367,17 +388,19 @@ class Supervisor:
         if self.remote is not None:
             self.remote.on_message(topic, msg)
 
-    def _persist_error(self, now):
+    def _persist_error(self):
         # The last error survives a reset for `make status`: written only when it changes,
-        # and at most once a minute, so a retry loop cannot wear the flash.
+        # and at most once a minute, so a retry loop cannot wear the flash. Timed by the uptime:
+        # an error weeks after the last one must not wait for ticks to come round.
         err = self.log.last_error
         if err is None or err == self._saved_error:
             return
-        if self._error_ms is not None and self.hal.ticks_diff(now, self._error_ms) < _ERROR_SAVE_MS:
+        up = self._clock.uptime_s * 1000  # big int on the board after 12.4 days: rare here
+        if self._error_ms is not None and up - self._error_ms < _ERROR_SAVE_MS:
             return
         self.store.write(_ERROR_RECORD, {"msg": err})
         self._saved_error = err
-        self._error_ms = now
+        self._error_ms = up
 
     # --- asked by the platform (firmware/remote.py) ------------------------------------------------
 

@@ -31,7 +31,10 @@ def build(hal, umqtt, log, store, cfg, tls, payload=None, rand=None):
                           cfg["pulse_min_interval_ms"], cfg["zero_power_timeout_s"])
     pulses.hw = hal.pulse_input(cfg["pulse_pin"], cfg["pulse_pull_up"], cfg["pulse_edge"],
                                 pulses.edge, cfg["pulse_hw_counter"] == "auto")
-    clock = Clock(hal, log, cfg["ntp_host"])
+    # The boot's id marks readings taken before the clock is known (firmware/clock.py); from
+    # here on the log counts the clock's uptime, which never wraps.
+    clock = Clock(hal, log, cfg["ntp_host"], cfg["ntp_interval_s"], int(rand() * 1048576))
+    log.uptime_ms = clock.uptime_ms
     pipeline = Pipeline(hal, cfg, store, pulses, Backlog(log, cfg["buffer_points"]), clock, log,
                         payload or Payload())
     link = Link(umqtt, hal.socket, hal.ticks_ms, hal.ticks_diff, log)

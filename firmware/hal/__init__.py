@@ -8,8 +8,10 @@
 #                         pulses and Wi-Fi played from outside the process, host clock
 #
 # Both provide:
-#   name; ticks_ms, ticks_us, ticks_diff, ticks_add, sleep_ms; unique_id() -> bytes
-#   mount(); mem_free(); epoch_ms() -> int; sync_time(host) -> bool
+#   name; ticks_ms, ticks_us, ticks_diff, ticks_add (period 2**30 on the board), sleep_ms;
+#   unique_id() -> bytes
+#   mount(); mem_free(); epoch_ms() -> the RTC in Unix ms; epoch_ms(ms) sets it
+#   ntp_time(host) -> the time server's Unix ms (checked by firmware/sync.py) or None; sets nothing
 #   wifi_connect(ssid, password); wifi_disconnect(); wifi_connected(); wifi_status(); wifi_rssi()
 #   pulse_input(pin, pull_up, edge, handler, use_hw) -> hardware counter (.take()) or None
 #   led_setter(pin, inverted) -> callable(bool) or None (any push-pull output: the self-test

@@ -1,6 +1,7 @@
 # Hardware boundary for ESP32 boards running MicroPython >= 1.26 (machine.Counter).
 
 import gc
+import os
 import time
 
 import machine
@@ -8,9 +9,10 @@ import network
 import socket
 import ssl
 
-# ESP32 builds count time from 2000-01-01 or 1970-01-01 depending on version; ThingsBoard
-# wants Unix milliseconds.
+# MicroPython counts time from 1970 or 2000, a build option (MICROPY_EPOCH_IS_1970); ThingsBoard
+# wants Unix milliseconds. Told apart at import: docs/esp32.md, Clock and ticks.
 _EPOCH_OFFSET_S = 946684800 if time.gmtime(0)[0] == 2000 else 0
+_EPOCH_OFFSET_MS = _EPOCH_OFFSET_S * 1000
 _WIFI_STATUS = {
     network.STAT_IDLE: "idle",
     network.STAT_CONNECTING: "connecting",
@@ -58,18 +60,42 @@ class Hal:
         gc.collect()  # free heap means reachable data only, not garbage awaiting collection
         return gc.mem_free()
 
-    def epoch_ms(self):
-        # The stubs make ticks opaque (they wrap); only the sub-second remainder is used here.
-        return (time.time() + _EPOCH_OFFSET_S) * 1000 + time.ticks_ms() % 1000  # pyright: ignore[reportOperatorIssue]
+    def epoch_ms(self, ms=None):
+        """The RTC in Unix ms; epoch_ms(ms) sets it."""
+        if ms is not None:
+            # RTC.datetime() takes microseconds as its 8th field and calls settimeofday; the
+            # weekday (4th) is ignored (ports/esp32/machine_rtc.c).
+            s, ms = divmod(ms, 1000)
+            tm = time.gmtime(s - _EPOCH_OFFSET_S)
+            machine.RTC().datetime((tm[0], tm[1], tm[2], 0, tm[3], tm[4], tm[5], ms * 1000))
+            return None
+        # time_ns() is gettimeofday() in µs (ports/esp32/mphalport.c): monotonic between two
+        # settimeofday() calls. It is a big int here (small ints end at 2**30), as the result
+        # is: two objects of two heap blocks each, and a remainder freed at once, per timestamp.
+        t = time.time_ns() // 1000000
+        return t + _EPOCH_OFFSET_MS if _EPOCH_OFFSET_MS else t
 
-    def sync_time(self, host):
-        import ntptime
-        ntptime.host = host
+    def ntp_time(self, host):
+        """One SNTP exchange: the server's Unix ms (half the round trip added), or None. Sets
+        nothing: firmware/sync.py checks the answer, then sets the RTC."""
+        from firmware import sync
+        ts = os.urandom(8)
+        s = None
         try:
-            ntptime.settime()  # sets the RTC in UTC
-            return True
-        except Exception:
-            return False
+            addr = socket.getaddrinfo(host, 123)[0][-1]
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(1)  # ntptime waits as long
+            t0 = time.ticks_us()
+            s.sendto(sync.request(ts), addr)
+            reply = s.recv(96)  # 48 bytes, more with extension fields: those are not read
+            rtt = time.ticks_diff(time.ticks_us(), t0)
+        except Exception:  # DNS, no route, timeout
+            return None
+        finally:
+            if s is not None:
+                s.close()
+        t = sync.parse(reply, ts)
+        return None if t is None else t + rtt // 2000
 
     def _wifi(self):
         if self._wlan is None:

@@ -9,8 +9,16 @@
 #   whatever Python is doing) and the GPIO interrupt, delivered through micropython.schedule as
 #   ESP32 soft IRQs are, queue overflow included (the edge then reaches only the counter).
 # - Network: METER_NET names a file holding "up" (default), "down" (Wi-Fi lost: no sockets, no
-#   DNS) or "nodns" (Wi-Fi up, name resolution fails). Sockets are real TCP to the host.
-# - Time: the host clock, synced from boot (METER_NTP=fail makes sync fail).
+#   DNS), "nodns" (Wi-Fi up, name resolution fails) or "nontp" (Wi-Fi, DNS and TCP work, NTP's
+#   UDP port 123 is blocked). Sockets are real TCP to the host.
+# - Time: the RTC reads the host's clock, and NTP answers from it, unless METER_NTP=fail, the
+#   network file says "nontp", or there is no network. METER_RTC models an RTC of its own
+#   instead (starting at 2000, drifting, jumping), and the board's TLS date check against it
+#   (firmware/hal/unixrtc.py, loaded only then, says how).
+# - Ticks: METER_TICKS_WRAP_MS=N gives ticks_ms, ticks_us, ticks_diff and ticks_add the ESP32's
+#   2**30 period (this port's is 2**62, which no test would ever see wrap), both starting N ms
+#   before they wrap; ticks_us then wraps every 17.9 min, ticks_ms every 12.4 days. The virtual
+#   meters (lab/meterhost.py) run with it.
 # - METER_UID: hex unique id (the MAC on a board); METER_BUTTON: a file whose presence means
 #   the BOOT button is held; METER_FLASH_DELAY_MS: a slow flash chip (each block write blocks).
 # - METER_FAULT_MS: the first watchdog feed after this many ms of uptime raises RuntimeError,
@@ -33,6 +41,8 @@ _BLOCK = const(4096)
 _ERASE_CHUNK = const(256)
 _BLOCKS = const(512)  # 2 MiB, the data partition of a 4 MiB ESP32 module
 _NET_CHECK_MS = const(200)
+_TICKS_MASK = const(0x3FFFFFFF)  # the ESP32's ticks period, 2**30, minus 1
+_TICKS_HALF = const(0x20000000)
 
 
 class FileBlockDev:
@@ -120,14 +130,29 @@ class _Net:
 
 class Hal:
     name = "unix"
-    ssl = ssl
 
     def __init__(self):
-        self.ticks_ms = time.ticks_ms
-        self.ticks_us = time.ticks_us
-        self.ticks_diff = time.ticks_diff
-        self.ticks_add = time.ticks_add
+        tms, tus = time.ticks_ms, time.ticks_us
+        self.ticks_ms, self.ticks_us = tms, tus
+        self.ticks_diff, self.ticks_add = time.ticks_diff, time.ticks_add
+        wrap = os.getenv("METER_TICKS_WRAP_MS")
+        if wrap:
+            # The ESP32's period, both ticks starting `wrap` ms before their wrap. Nothing here
+            # allocates: the interrupt handler calls ticks_us.
+            wrap = int(wrap)
+            ms_off = (-wrap - tms()) & _TICKS_MASK
+            us_off = (-wrap * 1000 - tus()) & _TICKS_MASK
+            self.ticks_ms = lambda: (tms() + ms_off) & _TICKS_MASK
+            self.ticks_us = lambda: (tus() + us_off) & _TICKS_MASK
+            self.ticks_diff = lambda s, t: ((s - t + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF
+            self.ticks_add = lambda s, t: (s + t) & _TICKS_MASK
         self.socket = _Net(self)
+        self.ssl = ssl
+        rtc = os.getenv("METER_RTC")
+        if rtc:
+            # An RTC of its own (loaded only for these tests), and self.ssl checking against it
+            from firmware.hal import unixrtc
+            self.epoch_ms = unixrtc.build(self, rtc).epoch_ms
         self._net_file = os.getenv("METER_NET")
         self._net_state = "up"
         self._net_ms = None
@@ -163,11 +188,17 @@ class Hal:
                 except OSError:
                     pass  # EAGAIN: drained
 
-    def epoch_ms(self):
-        return time.time_ns() // 1000000
+    def epoch_ms(self, ms=None):
+        """The RTC in Unix ms (the host's clock); epoch_ms(ms) sets it: NTP answers from the
+        host's clock too, so there is nothing to set."""
+        return None if ms is not None else time.time_ns() // 1000000
 
-    def sync_time(self, host):
-        return os.getenv("METER_NTP") != "fail" and self._net() == "up"
+    def ntp_time(self, host):
+        # The time server answers the host's clock, the true time (its packet checks,
+        # firmware/sync.py, are tested on this port in tests/portable).
+        if os.getenv("METER_NTP") == "fail" or self._net() != "up":
+            return None
+        return time.time_ns() // 1000000
 
     # --- identity, memory, flash -------------------------------------------------------------
     def unique_id(self):

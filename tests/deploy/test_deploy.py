@@ -323,10 +323,12 @@ def test_an_esp32_gets_no_unix_port_hal(tmp_path):
     assert "firmware/hal/unix.mpy" in [r for _l, r in files]  # the tree serves Unix-port boards
     esp32 = [r for _l, r in deploytool.for_platform(files, "esp32")]
     assert "firmware/hal/unix.mpy" not in esp32 and "firmware/hal/esp32.mpy" in esp32
-    assert len(esp32) == len(files) - 1
+    assert "firmware/hal/unixrtc.mpy" not in esp32  # the Unix HAL's RTC model
+    assert len(esp32) == len(files) - len(build_device.UNIX_ONLY)
     board = tmp_path / "board"
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_device.py"),
                         str(board), "--march", "xtensawin", "--board"], capture_output=True)
     assert r.returncode == 0, r.stderr
     assert not (board / "firmware" / "hal" / "unix.mpy").exists()
+    assert not (board / "firmware" / "hal" / "unixrtc.mpy").exists()
     assert (board / "firmware" / "hal" / "esp32.mpy").exists()

@@ -26,12 +26,24 @@ def sim():
     s.stop()
 
 
+# Every virtual meter of this suite runs with the ESP32's 2**30 ticks, wrapping 10 s after each
+# power-up (firmware/hal/unix.py, METER_TICKS_WRAP_MS), so every test crosses a ticks_ms and a
+# ticks_us wrap as a board does after 12.4 days. The emulation is the simulator's own code: on
+# this port it takes about 1 KB of heap that a board does not spend (measured: the run state's
+# free heap with and without it), so the heap gets 1 KB on top and the firmware keeps the
+# ESP32-sized heap (110 KB) it has on a board. A test may give its own ticks or heap.
+TICKS_ENV = {"METER_TICKS_WRAP_MS": "10000"}
+HEAP = "111K"
+
+
 @pytest.fixture
 def meters(tmp_path, device_dir):
     made = []
 
     def make(sim_or_cfg, uid="a1b2c3d4e5f6", **kw):
         cfg = base_config(sim_or_cfg) if isinstance(sim_or_cfg, TBSim) else sim_or_cfg
+        kw["env"] = dict(TICKS_ENV, **(kw.get("env") or {}))
+        kw.setdefault("heap", HEAP)
         m = VirtualMeter(str(tmp_path / ("meter-" + uid)), cfg, device_dir, uid=uid, **kw)
         made.append(m)
         return m

@@ -5,10 +5,13 @@ import os
 
 
 class Clock:
-    # ticks_* with MicroPython's 2**30 period, driven by hand.
+    # ticks_* with the ESP32's 2**30 period, driven by hand. By default both ticks start 30 s
+    # before they wrap (ticks_us wraps again every 17.9 min, ticks_ms every 12.4 days), as a
+    # board's do 12.4 days after power-up.
     PERIOD = 1 << 30
+    START_US = ((1 << 30) - 30000) * 1000
 
-    def __init__(self, start_us=0):
+    def __init__(self, start_us=START_US):
         self.us = start_us
 
     def ticks_us(self):
@@ -20,6 +23,9 @@ class Clock:
     def ticks_diff(self, a, b):
         d = (a - b) & (self.PERIOD - 1)
         return d - self.PERIOD if d >= (self.PERIOD >> 1) else d
+
+    def ticks_add(self, a, b):
+        return (a + b) % self.PERIOD
 
     def advance_us(self, us):
         self.us += us

@@ -138,3 +138,45 @@ def test_energy_text_is_exact():
     for per in (100, 500, 800, 1000, 1600, 2000, 3200, 10000):
         for idx in (0, 1, 7, 999, 123457, 98765432):
             assert float(energy_text(idx, per)) == idx / per, (idx, per)
+
+
+def test_the_first_edges_after_ten_silent_minutes_are_not_taken_for_bounces():
+    # ticks_us wraps every 17.9 min on the ESP32: after 8.9 min of silence the last accepted
+    # edge's stamp reads as lying in the future, and unless the main loop forgets it every edge
+    # for up to 9 more minutes is rejected as a bounce.
+    clk = Clock()
+    p = _counter(clk)
+    p.edge(None)
+    p.service(clk.ticks_ms())
+    for _ in range(600):  # 10 min of silence, the main loop stepping (every second here)
+        clk.advance_ms(1000)
+        p.service(clk.ticks_ms())
+    for _ in range(3):
+        _edge_at(clk, p, 3_600_000)
+        p.service(clk.ticks_ms())
+    assert p.index == 4 and p.rejected == 0
+
+
+def test_power_after_a_week_without_pulses_comes_from_new_pulses_not_wrapped_ticks():
+    # ticks_ms wraps every 12.4 days: a week reads as minus 5.4 days, so the last edge of a
+    # week ago looked recent and the first power value came from wrapped µs stamps (here they
+    # read 0.61 s apart: 5890 W from one pulse in a week).
+    clk = Clock()
+    p = _counter(clk, zero_s=300)
+    for _ in range(4):
+        _edge_at(clk, p, 3_600_000)
+        p.service(clk.ticks_ms())
+    for _ in range(7 * 24 * 60):  # a week, the main loop stepping (every minute here)
+        clk.advance_ms(60000)
+        p.service(clk.ticks_ms())
+    for _ in range(791):
+        clk.advance_ms(1000)
+        p.service(clk.ticks_ms())
+    assert p.power_w == 0.0
+    p.edge(None)
+    p.service(clk.ticks_ms())
+    assert p.power_w == 0.0  # one pulse in a week: nothing to measure yet
+    for _ in range(2):
+        _edge_at(clk, p, 1_800_000)
+        p.service(clk.ticks_ms())
+    assert abs(p.power_w - 2000.0) < 0.01 and p.index == 7

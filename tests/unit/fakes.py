@@ -12,8 +12,13 @@ import sys
 
 
 class FakeClock:
+    # The ESP32's ticks: a 2**30 period for both ticks_ms and ticks_us. They start 30 s before
+    # both wrap (ticks_us wraps again every 17.9 min, ticks_ms every 12.4 days), so every test
+    # that runs half a minute crosses a wrap, as a board does after 12.4 days.
+    START_US = ((1 << 30) - 30_000) * 1000
+
     def __init__(self):
-        self.us = 1_000_000_000 % (1 << 30)
+        self.us = self.START_US
 
     def ticks_us(self):
         return self.us % (1 << 30)
@@ -48,12 +53,19 @@ class FakeHal:
         if broker is not None:
             broker.clock = self.clock
         self.socket = FakeSocketModule(self)
-        self.ssl = FakeSslModule()
+        self.ssl = FakeSslModule(self)
         self.wifi_up = True  # the access point is reachable
         self.wifi_joined = False
         self.wifi_joins = 0
-        self.time_ok = True
-        self.epoch0_ms = 1_795_000_000_000
+        self.time_ok = True  # NTP answers (with the true time, unless ntp_script says else)
+        self.ntp_script = []  # the next NTP answers: Unix ms, or None (no answer)
+        self.ntp_queries = 0
+        self.epoch0_ms = 1_795_000_000_000  # the true Unix ms at clock.us == 0
+        # The RTC: set to (Unix ms, clock.us at that moment); it runs drift_ppm fast. It reads
+        # the true time at power-up unless a test sets it (hal.epoch_ms(946684800000): 2000-01-01,
+        # as an ESP32 after power-up).
+        self.drift_ppm = 0
+        self._rtc = (self.true_ms(), self.clock.us)
         self.button = False
         self.wdt_feeds = 0
         self.resets = 0
@@ -73,11 +85,24 @@ class FakeHal:
     def mem_free(self):
         return 50000
 
-    def epoch_ms(self):
+    def true_ms(self):
         return self.epoch0_ms + self.clock.us // 1000
 
-    def sync_time(self, host):
-        return self.time_ok and self.wifi_connected()
+    def epoch_ms(self, ms=None):
+        if ms is not None:
+            self._rtc = (ms, self.clock.us)
+            return None
+        base, us0 = self._rtc
+        elapsed = (self.clock.us - us0) // 1000
+        return base + elapsed + elapsed * self.drift_ppm // 1_000_000
+
+    def ntp_time(self, host):
+        self.ntp_queries += 1
+        if not (self.time_ok and self.wifi_connected()):
+            return None
+        if self.ntp_script:
+            return self.ntp_script.pop(0)
+        return self.true_ms()
 
     def wifi_connect(self, ssid, password):
         self.wifi_joins += 1
@@ -182,7 +207,12 @@ class FakeSocketModule:
 
 
 class FakeContext:
-    def __init__(self):
+    # mbedTLS as the ESP32 runs it: the chain's dates are checked against the RTC (the HAL's).
+    VALID_FROM_MS = 1_700_000_000_000  # the server's certificate (and its CA): from 2023-11-14
+
+    def __init__(self, hal=None):
+        self.hal = hal
+        self.valid_from_ms = self.VALID_FROM_MS
         self.verify_mode = None
         self.cadata = None
         self.wrapped = []
@@ -196,6 +226,8 @@ class FakeContext:
     def wrap_socket(self, sock, server_hostname=None):
         if self.fail is not None:
             raise self.fail
+        if self.hal is not None and self.hal.epoch_ms() < self.valid_from_ms:
+            raise ValueError("\nThe certificate validity starts in the future\n")
         sock.tls = server_hostname
         self.wrapped.append(server_hostname)
         return sock
@@ -205,11 +237,12 @@ class FakeSslModule:
     PROTOCOL_TLS_CLIENT = 2
     CERT_REQUIRED = 2
 
-    def __init__(self):
+    def __init__(self, hal=None):
+        self.hal = hal
         self.contexts = []
 
     def SSLContext(self, proto):
-        ctx = FakeContext()
+        ctx = FakeContext(self.hal)
         self.contexts.append(ctx)
         return ctx
 

@@ -19,6 +19,7 @@ import firmware.log  # noqa: F401
 import firmware.supervisor  # noqa: F401
 import firmware.pipeline  # noqa: F401
 import firmware.clock  # noqa: F401
+import firmware.sync  # noqa: F401  (loaded for each NTP exchange)
 import firmware.states  # noqa: F401
 import firmware.wiring  # noqa: F401
 import firmware.pacing  # noqa: F401

@@ -16,6 +16,13 @@ def test_interrupt_handler_allocates_nothing_under_heap_lock(upy):
     assert "ISR OK" in r.stdout
 
 
+def test_interrupt_handler_allocates_nothing_on_the_emulated_esp32_ticks(upy):
+    # The handler calls hal.ticks_us: in the end-to-end tests, a closure doing the 2**30 wrap.
+    r = upy("tests/unix/isr_heap_lock.py", env={"METER_TICKS_WRAP_MS": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ISR OK" in r.stdout
+
+
 def test_portable_logic_tests_pass_on_micropython(upy):
     r = upy("tests/portable/run.py", paths=("tests/portable",), heap="2M")
     assert r.returncode == 0, r.stdout + r.stderr
