@@ -1,6 +1,6 @@
 # The meter's state as a technician needs it: `make status` runs report.main() on the board
-# through mpremote, and the "status" RPC sends summary() to the platform.
-# Secrets are masked (at most the first and last 2 characters); nothing here writes to flash.
+# through mpremote (the "status" RPC has its own, firmware/remote.py).
+# Secrets are masked (firmware.log.mask); nothing here writes to flash.
 
 import json
 
@@ -9,26 +9,25 @@ from firmware.log import mask
 _CONFIG_FILE = "config.json"
 
 
-def summary(store, read_text, mem_free=None):
+def summary(store, mem_free=None, path=_CONFIG_FILE):
     """A dict describing config, credentials, attributes marker, pulse index and last error."""
     from firmware import attributes, config
     out = {}
-    text = read_text(_CONFIG_FILE)
-    if text is None:
-        out["config"] = {"error": "config.json not found"}
-        cfg = None
+    cfg, errors = config.load(path)  # read with a size limit, as at boot
+    if cfg is None and len(errors) == 1 and errors[0].endswith(": no such file"):
+        out["config"] = {"error": errors[0]}
     else:
-        cfg, errors = config.parse(text)
         if errors:
             out["config"] = {"errors": errors}
             cfg = None
         else:
             shown = {}
             for k in ("wifi_ssid", "tb_host", "tb_port", "tb_tls", "device_name", "cups",
-                      "pulse_pin", "pulses_per_kwh", "publish_interval_s"):
+                      "pulse_pin", "pulses_per_kwh", "publish_interval_s", "telemetry_topic",
+                      "attributes_topic"):
                 shown[k] = cfg[k]
             for k in config.SECRET_FIELDS:
-                if cfg.get(k) is not None:
+                if cfg.get(k):  # not an open network's empty password
                     shown[k] = mask(cfg[k])
             out["config"] = shown
     creds = store.read("creds")
@@ -51,14 +50,6 @@ def summary(store, read_text, mem_free=None):
     return out
 
 
-def _read_text(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 def main():
     import gc
     from firmware.store import Store
@@ -68,5 +59,5 @@ def main():
             print("warning: " + (msg % args if args else msg))
 
     gc.collect()
-    s = summary(Store(_Quiet()), _read_text, gc.mem_free)
+    s = summary(Store(_Quiet()), gc.mem_free)
     print(json.dumps(s))

@@ -7,39 +7,47 @@ except ImportError:  # CPython: the deploy tests check the DER reader (tests/dep
     def const(value):
         return value
 
+from firmware.log import escape
+
 _CONFIG_FILE = const("config.json")
 _CONFIG_RETRY_MS = const(30000)
+_MAX_CA = const(8192)  # bytes of tb_ca: a root certificate takes 1-2 KB in DER
+_MAX_CERTS = const(8)
 
 
-def read(path, mode="r"):
-    try:
-        with open(path, mode) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def load_config(ssl):
+def load_config(ssl, log=None):
     """(cfg, TLS context or None, errors): errors is a list of one-line messages, each naming
-    its field."""
-    from firmware import config, unload
-    text = read(_CONFIG_FILE)
-    if text is None:
-        return None, None, ["%s not found on flash" % _CONFIG_FILE]
-    cfg, errors = config.parse(text)
-    del config
-    unload("config", "cups")  # boot-only: about 12 KB back to the heap
-    tls = None
-    if not errors and cfg["tb_tls"]:
-        path = cfg["tb_ca"]
-        bundle = read(path, "rb")
-        if bundle is None:
-            errors = ["tb_ca: file %s not found on flash" % path]
-        else:
+    its field or the file; warnings go to log. Never raises, whatever the files hold: a config
+    that cannot be checked is a config error too (the meter halts with the LED pattern and
+    re-reads the file), never an exception into main() and a reset loop."""
+    from firmware import unload
+    cfg = tls = None
+    try:
+        from firmware import config
+        warnings = []
+        cfg, errors = config.load(_CONFIG_FILE, warnings)
+        del config
+        unload("config", "cups")  # boot-only: about 12 KB back to the heap
+        for line in warnings:
+            if log is not None:
+                log.warn("config", "%s", line)
+        path = cfg["tb_ca"] if not errors and cfg["tb_tls"] else None
+        if path is not None:  # validated: letters, digits and -._/ only
             try:
+                with open(path, "rb") as f:
+                    bundle = f.read(_MAX_CA + 1)
+            except OSError:
+                return cfg, None, ["tb_ca: file %s not found on flash" % path]
+            try:
+                if len(bundle) > _MAX_CA:
+                    raise ValueError("larger than %d bytes" % _MAX_CA)
                 tls = tls_context(ssl, bundle)
-            except ValueError as e:  # ours, or mbedTLS's "invalid cert"
-                errors = ["tb_ca: %s: %s" % (path, e)]
+            except Exception as e:  # ours, mbedTLS's "invalid cert", or no memory for it
+                errors = ["tb_ca: %s: %s" % (path, escape(e))]
+    except Exception as e:  # a bug in the check itself: still a config error, never a reset loop
+        errors = ["%s: could not be checked (%s: %s)" % (_CONFIG_FILE, type(e).__name__,
+                                                         escape(e))]
+    unload("config", "cups")
     return cfg, tls, errors
 
 
@@ -58,7 +66,8 @@ def tls_context(ssl, ca_bundle):
 
 
 def der_certificates(bundle):
-    """Split concatenated DER certificates (each an ASN.1 SEQUENCE with a definite length)."""
+    """Split concatenated DER certificates (each an ASN.1 SEQUENCE with a definite length).
+    At most _MAX_CERTS: each becomes its own bytes object, and mbedTLS keeps each parsed."""
     mv = memoryview(bundle)
     i = 0
     out = []
@@ -79,6 +88,8 @@ def der_certificates(bundle):
         end = i + hdr + size
         if end > len(bundle):
             raise ValueError("truncated certificate")
+        if len(out) == _MAX_CERTS:
+            raise ValueError("more than %d certificates" % _MAX_CERTS)
         out.append(bytes(mv[i:end]))
         i = end
     if not out:
