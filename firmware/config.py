@@ -134,7 +134,12 @@ def load(path=_CONFIG_FILE, warnings=None):
     parse(). Never raises on bad input."""
     try:
         with open(path, "rb") as f:
-            data = f.read(_MAX_FILE + 1)
+            # The size first: read(n) allocates n bytes whatever the file holds, and a block of
+            # 8 KB at boot is what a 100 KB heap can least spare.
+            f.seek(0, 2)
+            n = f.tell()
+            f.seek(0)
+            data = f.read(n if n <= _MAX_FILE else _MAX_FILE + 1)
     except OSError as e:
         return None, ["%s: %s" % (escape(path), "no such file" if e.args and e.args[0] == 2
                                   else "cannot be read (%s)" % escape(e))]  # 2: ENOENT

@@ -35,7 +35,10 @@ def load_config(ssl, log=None):
         if path is not None:  # validated: letters, digits and -._/ only
             try:
                 with open(path, "rb") as f:
-                    bundle = f.read(_MAX_CA + 1)
+                    f.seek(0, 2)  # the size first: read(n) allocates n bytes up front
+                    n = f.tell()
+                    f.seek(0)
+                    bundle = f.read(n if n <= _MAX_CA else _MAX_CA + 1)
             except OSError:
                 return cfg, None, ["tb_ca: file %s not found on flash" % path]
             try:
