@@ -126,7 +126,8 @@ _NEXT = const(5)  # "," or the closing bracket (at the top level: the end of the
 
 
 # Interned names are few on purpose (tests/unix: the budget; main.py says why): helpers are
-# inlined, keyword names are ones MicroPython has built in, short strings are bytes.
+# inlined, argument names are mostly ones MicroPython has built in (index, keys, name), and
+# short constant strings are bytes (str constants of up to 10 characters are interned).
 
 
 def load(path=_CONFIG_FILE, warnings=None):
@@ -154,7 +155,7 @@ def parse(data, warnings=None, name=_CONFIG_FILE):
         try:
             data = data.encode()
         except UnicodeError:  # CPython: a lone surrogate
-            data = b"\xff"
+            return None, ["%s: not valid UTF-8" % escape(name)]
     if len(data) > _MAX_FILE:
         why = "larger than %d bytes" % _MAX_FILE
     elif data[:3] == b"\xef\xbb\xbf":

@@ -329,3 +329,18 @@ def test_check_reads_with_the_meters_size_limit(tmp_path):
     big.write_text(json.dumps({"wifi_ssid": "x" * 20000}))
     r = meterconfig("check", str(big))
     assert r.returncode == 1 and r.stderr.strip() == "%s: larger than 8192 bytes" % big
+
+
+def test_undecodable_bytes_from_the_command_line_are_an_error_not_a_crash(tmp_path):
+    # CPython turns an undecodable argv byte into a lone surrogate, which cannot be encoded:
+    # the validator says so (MicroPython never holds such a str; its bytes are checked instead).
+    import subprocess
+    from deploy_support import PY, ROOT
+    args = [a.encode() for a in one_args(str(tmp_path))]
+    args[args.index(b"--wifi-ssid") + 1] = b"site-\xff-wifi"
+    r = subprocess.run([PY.encode(), os.path.join(ROOT, "tools", "meterconfig.py").encode()] + args,
+                       capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert "wifi_ssid: must be valid UTF-8 text" in r.stderr and "Traceback" not in r.stderr
+    assert config.parse("{\"a\": \"\udcff\"}")[1] == ["config.json: not valid UTF-8"]
+    assert "x\\xed\\xb3\\xbf: unknown field (typo?)" in config.validate({"x\udcff": 1})[1]
