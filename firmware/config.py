@@ -5,7 +5,7 @@
 # Every problem is reported as one line "<field>: <reason>" (or "<file>: <reason>" for the file
 # as a whole); all problems are reported at once, sorted, so a technician fixes the file in one
 # go. Values are never echoed: a field name the validator does not know is shown escaped and
-# cut short (firmware.log.escape), because it may hold anything, a newline included.
+# cut short (escape() below), because it may hold anything, a newline included.
 #
 # The same verdict on CPython and MicroPython. Nothing here relies on a str method or a parser
 # whose behaviour differs between the two: MicroPython's json.loads accepts trailing commas,
@@ -23,7 +23,6 @@ except ImportError:  # CPython: the host tools share this module (tools/metercon
         return value
 
 from firmware.cups import cups_error
-from firmware.log import escape
 
 DEFAULT_HOST = "mqtt.thingsboard.cloud"
 DEFAULT_SUPPLIER_ATTR = "Power_suppier_secret_key"  # sic: the platform's rule chain expects this spelling
@@ -99,6 +98,7 @@ SECRET_FIELDS = ("wifi_password", "provision_key", "provision_secret", "supplier
                  "access_token", "mqtt_client_id", "mqtt_username", "mqtt_password")
 
 _CONFIG_FILE = const("config.json")
+_ESCAPE_MAX = const(80)
 # Limits of the file, checked before anything is parsed: a config of every field at its
 # longest fits in a few KB, and json.loads must never be handed what a 100 KB heap cannot hold
 # (on MicroPython a deep or long array costs a heap block per element).
@@ -128,6 +128,36 @@ _NEXT = const(5)  # "," or the closing bracket (at the top level: the end of the
 # Interned names are few on purpose (tests/unix: the budget; main.py says why): helpers are
 # inlined, argument names are mostly ones MicroPython has built in (index, keys, name), and
 # short constant strings are bytes (str constants of up to 10 characters are interned).
+
+
+def escape(value):
+    """value (str, bytes or an exception) as printable ASCII, safe in one log line: a backslash
+    is doubled, every other byte outside 0x20-0x7E becomes \\xNN (a newline cannot start a
+    fake line, no terminal escape or bidi control reaches the console), and text longer than
+    80 characters is cut, marked by "...". Here, not in firmware/log.py, because only boot-time
+    code needs it: this module is unloaded after boot (log.py stays, and heap is short)."""
+    if not isinstance(value, (str, bytes, bytearray)):
+        value = str(value)
+    cut = len(value) > _ESCAPE_MAX
+    raw = value[:_ESCAPE_MAX]
+    if isinstance(raw, str):
+        try:
+            raw = raw.encode()
+        except UnicodeError:  # CPython only: a lone surrogate (an undecodable byte in argv)
+            raw = raw.encode("utf-8", "surrogatepass")
+    # Built in a bytearray from the bytes: iterating or indexing a str would make one-character
+    # strings, which MicroPython interns for good.
+    out = bytearray()
+    for b in raw:
+        if b == 92:
+            out.extend(b"\\\\")
+        elif 32 <= b < 127:
+            out.append(b)
+        else:
+            out.extend(b"\\x%02x" % b)
+    if cut:
+        out.extend(b"...")
+    return out.decode()
 
 
 def load(path=_CONFIG_FILE, warnings=None):

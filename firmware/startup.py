@@ -7,8 +7,6 @@ except ImportError:  # CPython: the deploy tests check the DER reader (tests/dep
     def const(value):
         return value
 
-from firmware.log import escape
-
 _CONFIG_FILE = const("config.json")
 _CONFIG_RETRY_MS = const(30000)
 _MAX_CA = const(8192)  # bytes of tb_ca: a root certificate takes 1-2 KB in DER
@@ -24,10 +22,11 @@ def load_config(ssl, log=None):
     cfg = tls = None
     try:
         from firmware import config
+    except Exception as e:  # no room even to load the check
+        return None, None, ["%s: could not be checked (%s)" % (_CONFIG_FILE, type(e).__name__)]
+    try:
         warnings = []
         cfg, errors = config.load(_CONFIG_FILE, warnings)
-        del config
-        unload("config", "cups")  # boot-only: about 12 KB back to the heap
         for line in warnings:
             if log is not None:
                 log.warn("config", "%s", line)
@@ -40,17 +39,20 @@ def load_config(ssl, log=None):
                     f.seek(0)
                     bundle = f.read(n if n <= _MAX_CA else _MAX_CA + 1)
             except OSError:
-                return cfg, None, ["tb_ca: file %s not found on flash" % path]
+                bundle = None
+                errors = ["tb_ca: file %s not found on flash" % path]
             try:
-                if len(bundle) > _MAX_CA:
+                if bundle is not None and len(bundle) > _MAX_CA:
                     raise ValueError("larger than %d bytes" % _MAX_CA)
-                tls = tls_context(ssl, bundle)
+                if bundle is not None:
+                    tls = tls_context(ssl, bundle)
             except Exception as e:  # ours, mbedTLS's "invalid cert", or no memory for it
-                errors = ["tb_ca: %s: %s" % (path, escape(e))]
-    except Exception as e:  # a bug in the check itself: still a config error, never a reset loop
+                errors = ["tb_ca: %s: %s" % (path, config.escape(e))]
+    except Exception as e:  # a bug in the check itself: still a config error
         errors = ["%s: could not be checked (%s: %s)" % (_CONFIG_FILE, type(e).__name__,
-                                                         escape(e))]
-    unload("config", "cups")
+                                                         config.escape(e))]
+    del config
+    unload("config", "cups")  # boot-only: its code and constants back to the heap
     return cfg, tls, errors
 
 

@@ -40,22 +40,15 @@ def sha3(*parts, sep="|"):
 def mask(secret):
     """For logs and events, as the firmware masks (firmware/log.py mask; tbsim imports nothing
     from the firmware, so tests/unit/test_masking.py holds the two to one rule): the first and
-    last two characters around "...", nothing of a secret shorter than 8."""
+    last two characters around "...", nothing of a secret shorter than 8 or of one whose four
+    characters shown are not all printable ASCII."""
     if secret is None:
         return None
     secret = str(secret)
-    if len(secret) < 8:
+    shown = secret[:2] + "..." + secret[-2:]
+    if len(secret) < 8 or not all(" " <= c <= "~" for c in shown):
         return "..."
-    return _shown(secret[:2]) + "..." + _shown(secret[-2:])
-
-
-def _shown(text):
-    # firmware.log.escape's rule for the characters a mask shows: printable ASCII as it is
-    # (a backslash doubled), every other byte of the UTF-8 as \xNN.
-    out = []
-    for b in text.encode("utf-8", "surrogatepass"):
-        out.append("\\\\" if b == 92 else chr(b) if 32 <= b < 127 else "\\x%02x" % b)
-    return "".join(out)
+    return shown
 
 
 def _filter_or_default(text, default):

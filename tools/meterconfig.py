@@ -45,7 +45,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from firmware import config  # noqa: E402  the meter's own validator: one set of rules
-from firmware.log import escape, mask  # noqa: E402
+from firmware.config import escape  # noqa: E402
+from firmware.log import mask  # noqa: E402
 
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 TOKEN_LENGTH = 20  # 119 bits; ThingsBoard's own generated tokens are 20 characters too

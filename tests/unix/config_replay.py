@@ -9,7 +9,8 @@ from binascii import unhexlify
 
 from firmware import config
 from firmware.cups import cups_error
-from firmware.log import escape, mask
+from firmware.config import escape
+from firmware.log import mask
 
 
 def main(path):

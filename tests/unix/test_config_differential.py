@@ -18,7 +18,8 @@ sys.path.insert(0, ROOT)
 
 from firmware import config  # noqa: E402
 from firmware.cups import check_letters, cups_error  # noqa: E402
-from firmware.log import escape, mask  # noqa: E402
+from firmware.config import escape  # noqa: E402
+from firmware.log import mask  # noqa: E402
 
 DIGITS = "0021000000012345"
 CUPS = "ES" + DIGITS + check_letters(DIGITS) + "0F"
