@@ -20,7 +20,7 @@ from firmware import config
 DOCS = ["README.md"] + sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))
 # Programs the examples run that are not this repository's: shown for the technician, not run.
 EXTERNAL = {"esptool", "openssl", "mpremote", "sha256sum", "cat", "ls", "apt-get", "git",
-            "sudo", "cd"}
+            "sudo", "cd", "tee", "grep", "less"}
 # Values for the shell variables the examples use in place of secrets.
 ENV = {"SUPPLIER_KEY": "SUPPLIER-7f3a-secret", "WIFI_PASSWORD": "correct horse battery",
        "PROFILE_KEY": "xk2d9y6mztr1kz0hq4vv", "PROFILE_SECRET": "8fq2ar9v7u1c3n0b5m6l",
@@ -66,7 +66,15 @@ def commands(lang, body):
             continue
         if lang == "" and words[0] not in EXTERNAL | {"make", "python", "python3"}:
             continue
-        out.append(words)
+        # A pipeline or a list is several commands, each checked on its own.
+        part = []
+        for w in words + ["|"]:
+            if w in ("|", "||", "&&", ";"):
+                if part:
+                    out.append(part)
+                part = []
+            else:
+                part.append(w)
     return out
 
 
