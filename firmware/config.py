@@ -43,6 +43,9 @@ _OPTFILE = const(11)  # a file name on flash, or null
 _BYTESTR = const(12)  # a string measured in bytes (UTF-8), as the ESP32's Wi-Fi driver does
 
 # name: (kind, default, required, extra)
+#   required: True, False, or None for a field the config dict holds only when the file gives
+#   it (read it with cfg.get(name), or cfg.get(name) or the default): the dict stays alive for
+#   as long as the meter runs, and each key and value of it is heap the TLS handshake needs.
 #   extra: (min, max) for ints and pins, tuple of choices for _CHOICE, (min_len, max_len) for
 #   text (characters; UTF-16 units for _KEY, as ThingsBoard counts; bytes for _TOPIC and
 #   _BYTESTR, as MQTT and the Wi-Fi driver count)
@@ -59,14 +62,14 @@ FIELDS = {
     "provision_key": (_OPTSTR, None, False, (1, 255)),
     "provision_secret": (_OPTSTR, None, False, (1, 255)),
     "access_token": (_OPTSTR, None, False, (1, 255)),  # with provision_key: offered when provisioning
-    "mqtt_client_id": (_OPTSTR, None, False, (1, 255)),  # MQTT_BASIC
-    "mqtt_username": (_OPTSTR, None, False, (1, 255)),
-    "mqtt_password": (_OPTSTR, None, False, (1, 255)),
+    "mqtt_client_id": (_OPTSTR, None, None, (1, 255)),  # MQTT_BASIC
+    "mqtt_username": (_OPTSTR, None, None, (1, 255)),
+    "mqtt_password": (_OPTSTR, None, None, (1, 255)),
     "device_name": (_OPTSTR, None, False, (1, 255)),  # None: "meter-" + hex(machine.unique_id())
     "supplier_key": (_STR, None, True, (1, 255)),
     "cups": (_STR, None, True, (20, 22)),
-    "telemetry_topic": (_TOPIC, "v1/devices/me/telemetry", False, (1, 65535)),
-    "attributes_topic": (_TOPIC, "v1/devices/me/attributes", False, (1, 65535)),
+    "telemetry_topic": (_TOPIC, "v1/devices/me/telemetry", None, (1, 65535)),
+    "attributes_topic": (_TOPIC, "v1/devices/me/attributes", None, (1, 65535)),
     "pulse_pin": (_PIN, None, True, (0, 39)),
     "pulse_pull_up": (_BOOL, True, False, None),
     "pulse_edge": (_CHOICE, "falling", False, ("falling", "rising")),
@@ -502,7 +505,8 @@ def _check(name, spec, value):
 
 
 def validate(raw, warnings=None):
-    """Check a decoded config.json object. Returns (config dict with defaults filled, errors).
+    """Check a decoded config.json object. Returns (config dict with defaults filled, errors);
+    the fields FIELDS marks required=None are in the dict only when the file gives them.
 
     errors is a list of one-line messages, each naming its field, sorted; config is only
     meaningful when errors is empty. Warnings (valid, but probably not what was meant) are
@@ -517,11 +521,12 @@ def validate(raw, warnings=None):
         if name not in FIELDS:
             errors.append("%s: unknown field (typo?)" % escape(name))
     for name, spec in FIELDS.items():
-        if name not in raw:
+        if name not in raw or spec[2] is None and raw[name] is None:
             if spec[2]:
                 errors.append("%s: required" % name)
                 bad.append(name)
-            cfg[name] = spec[1]
+            if spec[2] is not None:
+                cfg[name] = spec[1]
             continue
         value = raw[name]
         if name == "cups":
@@ -559,7 +564,8 @@ def validate(raw, warnings=None):
             and cfg["attr_supplier_key"] == cfg["attr_cups_key"]:
         errors.append("attr_cups_key: must differ from attr_supplier_key")
     if "telemetry_topic" not in bad and "attributes_topic" not in bad \
-            and cfg["telemetry_topic"] == cfg["attributes_topic"]:
+            and cfg.get("telemetry_topic", FIELDS["telemetry_topic"][1]) == \
+            cfg.get("attributes_topic", FIELDS["attributes_topic"][1]):
         # ThingsBoard tries the attributes topic first: telemetry would be stored as attributes.
         errors.append("attributes_topic: must differ from telemetry_topic")
     wp = cfg["wifi_password"]
@@ -589,7 +595,7 @@ def validate(raw, warnings=None):
                         "the button needs an external pull-up resistor")
 
     for k in ("device_name", "access_token", "mqtt_client_id", "mqtt_username"):
-        if k not in bad and cfg[k] == "provision":
+        if k not in bad and cfg.get(k) == "provision":
             errors.append("%s: 'provision' is reserved by ThingsBoard" % k)
     sk = cfg["supplier_key"]
     if "supplier_key" not in bad and sk is not None and (b"<" in sk.encode() or b"{{" in sk.encode()):
@@ -603,7 +609,7 @@ def validate(raw, warnings=None):
     # rules for MQTT_BASIC (DeviceCredentialsServiceImpl): a client id or a user name, and no
     # password without a user name.
     key, secret = cfg["provision_key"], cfg["provision_secret"]
-    basic = [k for k in ("mqtt_client_id", "mqtt_username", "mqtt_password") if cfg[k] is not None]
+    basic = [k for k in ("mqtt_client_id", "mqtt_username", "mqtt_password") if k in cfg]
     if [k for k in ("provision_key", "provision_secret", "access_token", "mqtt_client_id",
                     "mqtt_username", "mqtt_password") if k in bad]:
         pass  # one of them is wrong already: no verdict on the combination
@@ -614,11 +620,11 @@ def validate(raw, warnings=None):
         if key is not None or secret is not None:
             errors.append("%s: MQTT_BASIC credentials are used as they are, without "
                           "provisioning: remove provision_key and provision_secret" % basic[0])
-        if cfg["mqtt_username"] is None:
-            if cfg["mqtt_client_id"] is None:
+        if "mqtt_username" not in cfg:
+            if "mqtt_client_id" not in cfg:
                 errors.append("mqtt_password: needs mqtt_username (MQTT_BASIC takes a client id, "
                               "a user name, or both)")
-            elif cfg["mqtt_password"] is not None:
+            elif "mqtt_password" in cfg:
                 errors.append("mqtt_password: ThingsBoard refuses a password with a client id "
                               "alone; add mqtt_username")
     elif key is None and secret is None:

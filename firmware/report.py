@@ -23,9 +23,11 @@ def summary(store, mem_free=None, path=_CONFIG_FILE):
         else:
             shown = {}
             for k in ("wifi_ssid", "tb_host", "tb_port", "tb_tls", "device_name", "cups",
-                      "pulse_pin", "pulses_per_kwh", "publish_interval_s", "telemetry_topic",
-                      "attributes_topic"):
+                      "pulse_pin", "pulses_per_kwh", "publish_interval_s"):
                 shown[k] = cfg[k]
+            for k in ("telemetry_topic", "attributes_topic"):  # given: not ThingsBoard's default
+                if k in cfg:
+                    shown[k] = cfg[k]
             for k in config.SECRET_FIELDS:
                 if cfg.get(k):  # not an open network's empty password
                     shown[k] = mask(cfg[k])

@@ -203,9 +203,10 @@ def summary(cfg, note=""):
     if cfg["access_token"]:
         how = note if cfg["provision_key"] is not None else "ready: never provisions"
         parts.append("token %s%s" % (mask(cfg["access_token"]), " (%s)" % how if how else ""))
-    if cfg["mqtt_client_id"] or cfg["mqtt_username"]:
+    if cfg.get("mqtt_client_id") or cfg.get("mqtt_username"):
         parts.append("MQTT_BASIC client %s user %s password %s (ready: never provisions)" % (
-            mask(cfg["mqtt_client_id"]), mask(cfg["mqtt_username"]), mask(cfg["mqtt_password"])))
+            mask(cfg.get("mqtt_client_id")), mask(cfg.get("mqtt_username")),
+            mask(cfg.get("mqtt_password"))))
     return ", ".join(parts)
 
 

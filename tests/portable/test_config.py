@@ -299,8 +299,13 @@ def test_credential_combinations_thingsboard_refuses_are_errors():
 
 def test_topics_default_to_thingsboards_and_are_mqtt_topic_names():
     cfg, errors = config.validate(dict(GOOD))
-    assert cfg["telemetry_topic"] == "v1/devices/me/telemetry"
-    assert cfg["attributes_topic"] == "v1/devices/me/attributes"
+    # Not given: not in the config (cfg.get(name) or the default), as the mqtt_* fields.
+    assert "telemetry_topic" not in cfg and "attributes_topic" not in cfg
+    assert "mqtt_username" not in cfg and "mqtt_client_id" not in cfg
+    assert config.FIELDS["telemetry_topic"][1] == "v1/devices/me/telemetry"
+    assert config.FIELDS["attributes_topic"][1] == "v1/devices/me/attributes"
+    cfg, errors = config.validate(dict(GOOD, telemetry_topic="meters/t"))
+    assert errors == [] and cfg["telemetry_topic"] == "meters/t"
     for topic in ("meters/energy", "/", "a//b", "v1/devices/me/telemetry/\u00e9", "x" * 8000):
         assert _errors(telemetry_topic=topic) == [], topic
     assert _errors(telemetry_topic="t" * 65536) == [
@@ -314,6 +319,8 @@ def test_topics_default_to_thingsboards_and_are_mqtt_topic_names():
     assert _errors(attributes_topic="a\x00b") == [
         "attributes_topic: must not contain control characters"]
     assert _errors(attributes_topic="v1/devices/me/telemetry") == [
+        "attributes_topic: must differ from telemetry_topic"]
+    assert _errors(telemetry_topic="v1/devices/me/attributes") == [
         "attributes_topic: must differ from telemetry_topic"]
     assert _errors(telemetry_topic=5) == ["telemetry_topic: must be a string"]
 
