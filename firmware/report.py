@@ -26,7 +26,7 @@ def summary(store, mem_free=None, path=_CONFIG_FILE):
                       "pulse_pin", "pulses_per_kwh", "publish_interval_s"):
                 shown[k] = cfg[k]
             for k in ("telemetry_topic", "attributes_topic"):  # given: not ThingsBoard's default
-                if k in cfg:
+                if cfg.get(k) is not None:
                     shown[k] = cfg[k]
             for k in config.SECRET_FIELDS:
                 if cfg.get(k):  # not an open network's empty password
