@@ -30,7 +30,7 @@ def build(hal, log, store, payload):
     from firmware import startup, unload
 
     # The TLS context is made here, early: it is one block of about 3 KB.
-    cfg, tls, errors = startup.load_config(hal.ssl)
+    cfg, tls, errors = startup.load_config(hal.ssl, log)  # logs the config's warnings
     hal.wdt_start((cfg["wdt_timeout_s"] if not errors else 120) * 1000)
     if errors:
         startup.config_error_loop(hal, log, errors, cfg)  # does not return

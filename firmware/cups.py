@@ -41,7 +41,10 @@ def cups_error(value):
         return "must be 20 or 22 characters (ES + 16 digits + 2 check letters [+ 2]), got %d" % n
     if value[:2] != "ES":
         return "must start with ES"
-    raw = value.encode()
+    try:
+        raw = value.encode()
+    except UnicodeError:  # CPython: a lone surrogate
+        raw = b""
     if len(raw) != n:
         return "must be ASCII"
     digits = value[2:18]
@@ -49,6 +52,9 @@ def cups_error(value):
         if b < 48 or b > 57:
             return "characters 3-18 must be digits"
     want = check_letters(digits)
+    for b in raw[18:20]:
+        if b < 65 or b > 90:  # not echoed: the got below is always two letters
+            return "characters 19-20 should be the check letters %s for these digits" % want
     got = value[18:20]
     if got != want:
         return "check letters should be %s for these digits, got %s" % (want, got)

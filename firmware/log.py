@@ -1,16 +1,23 @@
 # Log lines for the serial console (and the Unix port's stderr in simulation).
-# Format: "<uptime s>.<ms> <LEVEL> <tag>: <message>". Secrets go through mask() first.
-# Every line is flushed as written, so a log survives the power cut that follows it.
-
+# Format: "<uptime s>.<ms> <LEVEL> <tag>: <message>". Secrets go through mask() first, and text
+# that came from config.json through firmware.config.escape(). Every line is flushed as
+# written, so a log survives the power cut that follows it.
 
 def mask(value):
-    """Show at most the first and last 2 characters of a secret."""
+    """A secret as every log line, tool and status output shows it: its first and last 2
+    characters around "..." ("su...01"); nothing of a secret shorter than 8 characters, or of
+    one whose 4 characters shown are not all printable ASCII ("...")."""
     if value is None:
         return "<none>"
     value = str(value)
+    shown = value[:2] + "..." + value[-2:]
     if len(value) < 8:
-        return "***"
-    return value[:2] + "..." + value[-2:]
+        return "..."
+    # Over the bytes: iterating a str makes one-character strings, which MicroPython interns.
+    for b in shown.encode():
+        if b < 32 or b > 126:
+            return "..."
+    return shown
 
 
 class Log:

@@ -1,6 +1,6 @@
 # The meter's state as a technician needs it: `make status` runs report.main() on the board
-# through mpremote, and the "status" RPC sends summary() to the platform.
-# Secrets are masked (at most the first and last 2 characters); nothing here writes to flash.
+# through mpremote (the "status" RPC has its own, firmware/remote.py).
+# Secrets are masked (firmware.log.mask); nothing here writes to flash.
 
 import json
 
@@ -9,19 +9,17 @@ from firmware.log import mask
 _CONFIG_FILE = "config.json"
 
 
-def summary(store, read_text, mem_free=None):
+def summary(store, mem_free=None, path=_CONFIG_FILE):
     """A dict describing firmware, config, credentials, attributes and firmware markers, pulse
     index and last error."""
     from firmware import attributes, config, version
     out = {}
     out["current_fw_title"] = version.TITLE
     out["current_fw_version"] = version.VERSION
-    text = read_text(_CONFIG_FILE)
-    if text is None:
-        out["config"] = {"error": "config.json not found"}
-        cfg = None
+    cfg, errors = config.load(path)  # read with a size limit, as at boot
+    if cfg is None and len(errors) == 1 and errors[0].endswith(": no such file"):
+        out["config"] = {"error": errors[0]}
     else:
-        cfg, errors = config.parse(text)
         if errors:
             out["config"] = {"errors": errors}
             cfg = None
@@ -30,8 +28,11 @@ def summary(store, read_text, mem_free=None):
             for k in ("wifi_ssid", "tb_host", "tb_port", "tb_tls", "device_name", "cups",
                       "pulse_pin", "pulses_per_kwh", "publish_interval_s"):
                 shown[k] = cfg[k]
-            for k in config.SECRET_FIELDS:
+            for k in ("telemetry_topic", "attributes_topic"):  # given: not ThingsBoard's default
                 if cfg.get(k) is not None:
+                    shown[k] = cfg[k]
+            for k in config.SECRET_FIELDS:
+                if cfg.get(k):  # not an open network's empty password
                     shown[k] = mask(cfg[k])
             out["config"] = shown
     creds = store.read("creds")
@@ -57,14 +58,6 @@ def summary(store, read_text, mem_free=None):
     return out
 
 
-def _read_text(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 def main():
     import gc
     from firmware.store import Store
@@ -74,5 +67,5 @@ def main():
             print("warning: " + (msg % args if args else msg))
 
     gc.collect()
-    s = summary(Store(_Quiet()), _read_text, gc.mem_free)
+    s = summary(Store(_Quiet()), gc.mem_free)
     print(json.dumps(s))

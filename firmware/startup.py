@@ -9,37 +9,50 @@ except ImportError:  # CPython: the deploy tests check the DER reader (tests/dep
 
 _CONFIG_FILE = const("config.json")
 _CONFIG_RETRY_MS = const(30000)
+_MAX_CA = const(8192)  # bytes of tb_ca: a root certificate takes 1-2 KB in DER
+_MAX_CERTS = const(8)
 
 
-def read(path, mode="r"):
-    try:
-        with open(path, mode) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def load_config(ssl):
+def load_config(ssl, log=None):
     """(cfg, TLS context or None, errors): errors is a list of one-line messages, each naming
-    its field."""
-    from firmware import config, unload
-    text = read(_CONFIG_FILE)
-    if text is None:
-        return None, None, ["%s not found on flash" % _CONFIG_FILE]
-    cfg, errors = config.parse(text)
-    del config
-    unload("config", "cups")  # boot-only: about 12 KB back to the heap
-    tls = None
-    if not errors and cfg["tb_tls"]:
-        path = cfg["tb_ca"]
-        bundle = read(path, "rb")
-        if bundle is None:
-            errors = ["tb_ca: file %s not found on flash" % path]
-        else:
+    its field or the file; warnings go to log. Never raises, whatever the files hold: a config
+    that cannot be checked is a config error too (the meter halts with the LED pattern and
+    re-reads the file), never an exception into main() and a reset loop."""
+    from firmware import unload
+    cfg = tls = None
+    try:
+        from firmware import config
+    except Exception as e:  # no room even to load the check
+        return None, None, ["%s: could not be checked (%s)" % (_CONFIG_FILE, type(e).__name__)]
+    try:
+        warnings = []
+        cfg, errors = config.load(_CONFIG_FILE, warnings)
+        for line in warnings:
+            if log is not None:
+                log.warn("config", "%s", line)
+        path = cfg["tb_ca"] if not errors and cfg["tb_tls"] else None
+        if path is not None:  # validated: letters, digits and -._/ only
             try:
-                tls = tls_context(ssl, bundle)
-            except ValueError as e:  # ours, or mbedTLS's "invalid cert"
-                errors = ["tb_ca: %s: %s" % (path, e)]
+                with open(path, "rb") as f:
+                    f.seek(0, 2)  # the size first: read(n) allocates n bytes up front
+                    n = f.tell()
+                    f.seek(0)
+                    bundle = f.read(n if n <= _MAX_CA else _MAX_CA + 1)
+            except OSError:
+                bundle = None
+                errors = ["tb_ca: file %s not found on flash" % path]
+            try:
+                if bundle is not None and len(bundle) > _MAX_CA:
+                    raise ValueError("larger than %d bytes" % _MAX_CA)
+                if bundle is not None:
+                    tls = tls_context(ssl, bundle)
+            except Exception as e:  # ours, mbedTLS's "invalid cert", or no memory for it
+                errors = ["tb_ca: %s: %s" % (path, config.escape(e))]
+    except Exception as e:  # a bug in the check itself: still a config error
+        errors = ["%s: could not be checked (%s: %s)" % (_CONFIG_FILE, type(e).__name__,
+                                                         config.escape(e))]
+    del config
+    unload("config", "cups")  # boot-only: its code and constants back to the heap
     return cfg, tls, errors
 
 
@@ -58,7 +71,8 @@ def tls_context(ssl, ca_bundle):
 
 
 def der_certificates(bundle):
-    """Split concatenated DER certificates (each an ASN.1 SEQUENCE with a definite length)."""
+    """Split concatenated DER certificates (each an ASN.1 SEQUENCE with a definite length).
+    At most _MAX_CERTS: each becomes its own bytes object, and mbedTLS keeps each parsed."""
     mv = memoryview(bundle)
     i = 0
     out = []
@@ -79,6 +93,8 @@ def der_certificates(bundle):
         end = i + hdr + size
         if end > len(bundle):
             raise ValueError("truncated certificate")
+        if len(out) == _MAX_CERTS:
+            raise ValueError("more than %d certificates" % _MAX_CERTS)
         out.append(bytes(mv[i:end]))
         i = end
     if not out:

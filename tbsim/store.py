@@ -38,11 +38,17 @@ def sha3(*parts, sep="|"):
 
 
 def mask(secret):
-    """For logs and events: never more than the first and last two characters."""
+    """For logs and events, as the firmware masks (firmware/log.py mask; tbsim imports nothing
+    from the firmware, so tests/unit/test_masking.py holds the two to one rule): the first and
+    last two characters around "...", nothing of a secret shorter than 8 or of one whose four
+    characters shown are not all printable ASCII."""
     if secret is None:
         return None
     secret = str(secret)
-    return secret[:2] + "***" + secret[-2:] if len(secret) > 6 else "***"
+    shown = secret[:2] + "..." + secret[-2:]
+    if len(secret) < 8 or not all(" " <= c <= "~" for c in shown):
+        return "..."
+    return shown
 
 
 def _filter_or_default(text, default):

@@ -232,6 +232,12 @@ def show(credentials):
 def provision_one(path, raw, args, send):
     """Provision one meter and write its file; returns (ok, the line for the technician)."""
     name = raw["device_name"]
+    # config.py accepts a config with ready credentials and no provision key (issue 17): to
+    # provision, the key and secret must come from the config or --defaults.
+    missing = [k for k in PROVISION_FIELDS if raw.get(k) is None]
+    if missing:
+        return False, "%s: %s: required to provision (in the config or --defaults); nothing sent" \
+            % (name, missing[0])
     request, offered = build_request(raw, args.offer)
     answer = send(request)
     if answer.kind != "reply" or answer.status != "SUCCESS":
@@ -273,6 +279,9 @@ def _check_for_request(raw):
     name = raw.get("device_name")
     if not errors and (not isinstance(name, str) or not name):
         errors = ["device_name: required by this tool (ThingsBoard names the device with it)"]
+    if not errors:  # valid as ready credentials is not enough to provision
+        errors = ["%s: required to provision (in the config or --defaults)" % k
+                  for k in PROVISION_FIELDS if raw.get(k) is None]
     return errors
 
 

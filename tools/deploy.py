@@ -351,6 +351,8 @@ def deploy(port, config_path, ca=None, march="xtensawin", frozen=False, reset=Tr
         raise DeployError("no CONFIG given (e.g. CONFIG=devices/meter-0001.json; "
                           "tools/meterconfig.py makes one)")
     cfg, errors = check_file(config_path)
+    if cfg is None and errors == ["%s: no such file" % config_path]:
+        raise DeployError(errors[0])
     if errors:
         raise DeployError("%s is not a valid meter config; nothing was sent:\n  %s"
                           % (config_path, "\n  ".join(errors)))

@@ -7,15 +7,22 @@
     python tools/meterconfig.py check devices/meter-0001.json [...]
 
 Every field is validated by firmware/config.py, the code the meter itself runs at boot: a
-file this tool writes is one the meter accepts. A batch with any bad row writes nothing; every
-bad row is reported with its line number. Files are written with mode 0600 (they hold the
-Wi-Fi password, the provisioning secret and the supplier key) into a 0700 directory, and
-secrets are only ever printed masked (firmware.log.mask).
+file this tool writes is one the meter accepts, warnings included. A batch with any bad row
+writes nothing; every bad row is reported with its line number. Device names, CUPS and
+credentials must be unique across the batch and every config already in the output folder
+(so across batches too); `check` holds the files it is given, and the other configs in their
+folders, to the same rule. Files are written with mode 0600 (they hold the Wi-Fi password,
+the provisioning secret and the supplier key) into a 0700 directory, and secrets are only
+ever printed masked (firmware.log.mask).
 
-CSV columns: device_name, cups, supplier_key, wifi_ssid, wifi_password, provision_key,
-provision_secret; any other config.json field may be a column too (pulse_pin, access_token,
-tb_host, ...). Empty cells take the value from --defaults, then the firmware default.
---defaults is a JSON object of fields shared by the batch (e.g. tb_host, pulse_pin).
+CSV columns: device_name, cups, supplier_key, wifi_ssid, wifi_password; any other config.json
+field may be a column too (provision_key, provision_secret, pulse_pin, access_token, tb_host,
+...). Empty cells take the value from --defaults, then the firmware default. --defaults is a
+JSON object of fields shared by the batch (e.g. provision_key, provision_secret, pulse_pin).
+
+Credentials: provision_key and provision_secret (the device profile's) let the meter provision
+itself. Ready credentials instead (access_token alone, or mqtt_client_id/mqtt_username/
+mqtt_password for MQTT_BASIC) are used as they are and the meter never provisions.
 
 --generate-token gives each meter its own device access token from a cryptographic RNG
 (secrets module). The meter offers it when it provisions and falls back to it after a
@@ -25,6 +32,7 @@ when the file is rewritten (--force), because the platform already knows it.
 
 import argparse
 import csv
+import glob
 import json
 import os
 import re
@@ -37,12 +45,12 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from firmware import config  # noqa: E402  the meter's own validator: one set of rules
+from firmware.config import escape  # noqa: E402
 from firmware.log import mask  # noqa: E402
 
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 TOKEN_LENGTH = 20  # 119 bits; ThingsBoard's own generated tokens are 20 characters too
-CSV_REQUIRED = ("device_name", "cups", "supplier_key", "wifi_ssid", "wifi_password",
-                "provision_key", "provision_secret")
+CSV_REQUIRED = ("device_name", "cups", "supplier_key", "wifi_ssid", "wifi_password")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TRUE = ("true", "yes", "1", "on")
 _FALSE = ("false", "no", "0", "off")
@@ -65,12 +73,12 @@ def coerce(name, text):
     if spec is None:
         return text  # unknown field: config.validate names it
     kind = spec[0]
-    if kind in (config._INT, config._OPTINT):  # noqa: SLF001  kinds are part of FIELDS
+    if kind in (config._INT, config._OPTINT, config._PIN, config._OPTPIN):  # noqa: SLF001
         try:
             return int(text.strip())
         except ValueError:
             return text
-    if kind == config._BOOL:  # noqa: SLF001
+    if kind == config._BOOL:  # noqa: SLF001  kinds are part of FIELDS
         low = text.strip().lower()
         if low in _TRUE:
             return True
@@ -80,12 +88,17 @@ def coerce(name, text):
     return text
 
 
-def build(raw, existing=None, generate=False, new_token=False):
+def build(raw, existing=None, generate=False, new_token=False, warnings=None):
     """Validate one meter's fields. Returns (dict to write, config with defaults, errors,
     token note). The dict holds only the fields given (firmware defaults apply to the rest)."""
     raw = dict(raw)
     note = ""
+    errors = []
     if generate and raw.get("access_token") is None:
+        if raw.get("provision_key") is None:
+            errors.append("access_token: --generate-token makes a token the meter offers when "
+                          "it provisions; without provision_key the platform would never know "
+                          "it (give the token the platform issued as access_token instead)")
         old = (existing or {}).get("access_token")
         if old and not new_token:
             raw["access_token"] = old
@@ -95,7 +108,8 @@ def build(raw, existing=None, generate=False, new_token=False):
             note = "generated"
     elif raw.get("access_token") is not None:
         note = "given"
-    cfg, errors = config.validate(raw)
+    cfg, more = config.validate(raw, warnings)
+    errors += more
     name = raw.get("device_name")
     if not errors:
         if not isinstance(name, str) or not name:
@@ -108,15 +122,55 @@ def build(raw, existing=None, generate=False, new_token=False):
     return raw, cfg, errors, note
 
 
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
+def identities(cfg):
+    """What must be unique across meters: (what, value) pairs. A CUPS names its supply point
+    by its first 20 characters (the last 2 are the border point and type)."""
+    out = []
+    if cfg.get("device_name"):
+        out.append(("device_name", cfg["device_name"]))
+    if cfg.get("cups"):
+        out.append(("cups", cfg["cups"][:20]))
+    if cfg.get("access_token"):
+        out.append(("access_token", cfg["access_token"]))
+    if cfg.get("mqtt_client_id") or cfg.get("mqtt_username"):
+        out.append(("mqtt_client_id/mqtt_username",
+                    (cfg.get("mqtt_client_id"), cfg.get("mqtt_username"))))
+    return out
+
+
+def folder_configs(folder, skip=()):
+    """{(what, value): [paths]} over every valid meter config in folder but those in skip
+    (files that are not meter configs, such as site defaults, are left out)."""
+    taken = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        if os.path.abspath(path) in skip:
+            continue
+        cfg, errors = config.load(path)
+        if errors:
+            continue
+        for ident in identities(cfg):
+            taken.setdefault(ident, []).append(path)
+    return taken
+
+
+def _same_as(what, other):
+    return "%s: same as %s%s" % (what, other, " (credentials must be unique)"
+                                 if what not in ("device_name", "cups") else "")
+
+
+def _read_json(path, limit=1 << 16):
+    # Every file read with a size limit, these too (site defaults, an existing config).
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ConfigToolError("%s: larger than %d bytes" % (path, limit))
+    return json.loads(data)
 
 
 def _existing(path):
     try:
-        return _read_json(path)
-    except (OSError, ValueError):
+        return _read_json(path, config._MAX_FILE)  # noqa: SLF001
+    except (OSError, ValueError, ConfigToolError):
         return None
 
 
@@ -140,13 +194,25 @@ def write_private(path, obj):
 def summary(cfg, note=""):
     """One line for the technician: identity and masked secrets, never a secret in full."""
     parts = [cfg["device_name"] or "(name from MAC)", cfg["cups"],
-             "wifi %s/%s" % (cfg["wifi_ssid"], mask(cfg["wifi_password"]) if cfg["wifi_password"]
-                             else "open"),
-             "key %s" % mask(cfg["provision_key"]), "secret %s" % mask(cfg["provision_secret"]),
-             "supplier %s" % mask(cfg["supplier_key"])]
+             "wifi %s/%s" % (escape(cfg["wifi_ssid"]), mask(cfg["wifi_password"])
+                             if cfg["wifi_password"] else "open")]
+    if cfg["provision_key"] is not None:
+        parts += ["key %s" % mask(cfg["provision_key"]),
+                  "secret %s" % mask(cfg["provision_secret"])]
+    parts.append("supplier %s" % mask(cfg["supplier_key"]))
     if cfg["access_token"]:
-        parts.append("token %s%s" % (mask(cfg["access_token"]), " (%s)" % note if note else ""))
+        how = note if cfg["provision_key"] is not None else "ready: never provisions"
+        parts.append("token %s%s" % (mask(cfg["access_token"]), " (%s)" % how if how else ""))
+    if cfg.get("mqtt_client_id") or cfg.get("mqtt_username"):
+        parts.append("MQTT_BASIC client %s user %s password %s (ready: never provisions)" % (
+            mask(cfg.get("mqtt_client_id")), mask(cfg.get("mqtt_username")),
+            mask(cfg.get("mqtt_password"))))
     return ", ".join(parts)
+
+
+def _print_warnings(where, warnings):
+    for w in warnings:
+        print("%s: warning: %s" % (where, w), file=sys.stderr)
 
 
 # --- batch ----------------------------------------------------------------------------------
@@ -155,6 +221,7 @@ def read_batch(csv_path, defaults=None, generate=False, out_dir=None, new_token=
     """Check every row. Returns (list of (file path, dict, cfg, note), list of error lines)."""
     errors = []
     rows = []
+    out_dir = out_dir or "."
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
@@ -162,6 +229,7 @@ def read_batch(csv_path, defaults=None, generate=False, out_dir=None, new_token=
         if missing:
             return [], ["%s:1: missing column(s): %s" % (csv_path, ", ".join(missing))]
         seen = {}
+        paths = []
         for row in reader:
             line = reader.line_num
             if None in row:
@@ -175,23 +243,30 @@ def read_batch(csv_path, defaults=None, generate=False, out_dir=None, new_token=
                     raw[k] = coerce(k, v)
             if not any((v or "").strip() for v in row.values()):
                 continue  # blank line
-            path = os.path.join(out_dir or ".", "%s.json" % raw.get("device_name", ""))
-            data, cfg, errs, note = build(raw, _existing(path), generate, new_token)
+            path = os.path.join(out_dir, "%s.json" % raw.get("device_name", ""))
+            warnings = []
+            data, cfg, errs, note = build(raw, _existing(path), generate, new_token, warnings)
             for e in errs:
                 errors.append("%s:%d: %s" % (csv_path, line, e))
             if errs:
                 continue
-            for field in ("device_name", "cups", "access_token"):
-                value = cfg[field]
-                if value is None:
-                    continue
-                if (field, value) in seen:
-                    errors.append("%s:%d: %s: same as line %d%s" % (
-                        csv_path, line, field, seen[(field, value)],
-                        "" if field != "access_token" else " (tokens must be unique)"))
+            for w in warnings:
+                print("%s:%d: warning: %s" % (csv_path, line, w), file=sys.stderr)
+            for ident in identities(cfg):
+                if ident in seen:
+                    errors.append("%s:%d: %s" % (csv_path, line,
+                                                 _same_as(ident[0], "line %d" % seen[ident])))
                 else:
-                    seen[(field, value)] = line
+                    seen[ident] = line
             rows.append((path, data, cfg, note))
+            paths.append(os.path.abspath(path))
+    # Across batches: the configs already in the output folder, but for the files this batch
+    # rewrites (they exist only with --force, and their own values do not count twice).
+    taken = folder_configs(out_dir, skip=paths)
+    for path, _data, cfg, _note in rows:
+        for ident in identities(cfg):
+            if ident in taken:
+                errors.append("%s: %s" % (path, _same_as(ident[0], taken[ident][0])))
     if not rows and not errors:
         errors.append("%s: no meters in the file" % csv_path)
     return rows, errors
@@ -240,40 +315,63 @@ def cmd_one(a):
     existing = _existing(path)
     if existing is not None and not a.force:
         raise ConfigToolError("%s: exists (use --force to rewrite; its token is kept)" % path)
-    data, cfg, errors, note = build(raw, existing, a.generate_token, a.new_token)
+    warnings = []
+    data, cfg, errors, note = build(raw, existing, a.generate_token, a.new_token, warnings)
+    if not errors:
+        taken = folder_configs(os.path.dirname(path) or ".", skip=(os.path.abspath(path),))
+        for ident in identities(cfg):
+            if ident in taken:
+                errors.append(_same_as(ident[0], taken[ident][0]))
     if errors:
         for e in errors:
             print(e, file=sys.stderr)
         print("meterconfig: %d problem(s); nothing written" % len(errors), file=sys.stderr)
         return 1
+    _print_warnings(path, warnings)
     write_private(path, data)
     print("%s: %s" % (path, summary(cfg, note)))
     return 0
 
 
-def check_file(path):
-    """Validate a config file as the meter will. Returns (cfg, errors)."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as e:
-        return None, ["%s: %s" % (path, e.strerror)]
-    return config.parse(text)
+def check_file(path, warnings=None):
+    """Validate a config file as the meter will (read with the meter's size limit). Returns
+    (cfg, errors); a missing file is the one error "<path>: no such file"."""
+    return config.load(path, warnings)
 
 
 def cmd_check(a):
     bad = 0
+    given = []
     for path in a.files:
-        cfg, errors = check_file(path)
+        warnings = []
+        cfg, errors = check_file(path, warnings)
         if errors:
             bad += 1
             for e in errors:
-                print("%s: %s" % (path, e), file=sys.stderr)
+                print(e if e.startswith(path + ": ") else "%s: %s" % (path, e), file=sys.stderr)
             continue
+        _print_warnings(path, warnings)
+        given.append((path, cfg))
         mode = os.stat(path).st_mode & 0o777
         warn = "  (warning: mode %03o; secrets inside: chmod 600)" % mode if mode & 0o077 else ""
         print("%s: ok: %s%s" % (path, summary(cfg), warn))
-    return 1 if bad else 0
+    # Unique across the files given and the other configs in their folders.
+    owner = {}
+    for folder in sorted({os.path.dirname(p) or "." for p, _cfg in given}):
+        for ident, paths in folder_configs(folder).items():
+            owner.setdefault(ident, set()).update(os.path.abspath(p) for p in paths)
+    for path, cfg in given:
+        for ident in identities(cfg):
+            owner.setdefault(ident, set()).add(os.path.abspath(path))
+    clashes = set()
+    for path, cfg in given:
+        for ident in identities(cfg):
+            others = sorted(owner[ident] - {os.path.abspath(path)})
+            if others:
+                clashes.add(path)
+                print("%s: %s" % (path, _same_as(ident[0], os.path.relpath(others[0]))),
+                      file=sys.stderr)
+    return 1 if bad or clashes else 0
 
 
 def main(argv=None):
@@ -310,6 +408,9 @@ def main(argv=None):
         return {"one": cmd_one, "batch": cmd_batch, "check": cmd_check}[a.cmd](a)
     except ConfigToolError as e:
         print("meterconfig: %s" % e, file=sys.stderr)
+        return 2
+    except FileNotFoundError as e:
+        print("meterconfig: %s: no such file" % e.filename, file=sys.stderr)
         return 2
     except (OSError, ValueError) as e:
         print("meterconfig: %s" % e, file=sys.stderr)

@@ -48,7 +48,9 @@ def write_csv(path, names, **extra):
 
 def one_config(tmp_path, name="meter-0001", *extra):
     out = str(tmp_path / "devices")
-    r = meterconfig("one", "--out", out, "--name", name, "--cups", cups_for(1), "--supplier-key", "supplier-0001",
+    # One supply point per meter: meterconfig refuses a CUPS already in the folder (issue 15).
+    r = meterconfig("one", "--out", out, "--name", name, "--cups", cups_for(int(name[-4:])),
+                    "--supplier-key", "supplier-0001",
                     "--wifi-ssid", "site-wifi", "--wifi-password", "wifi-password-1", "--provision-key", KEY,
                     "--provision-secret", SECRET, "--pulse-pin", "4", *extra)
     assert r.returncode == 0, r.stderr

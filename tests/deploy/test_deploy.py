@@ -139,7 +139,8 @@ def test_bad_config_is_refused_before_the_board_is_touched(tmp_path, board):
     bad.write_text(json.dumps({"wifi_ssid": "site", "cups": "ES00", "pulse_pin": 4}))
     r = make("deploy", PORT=board.port, CONFIG=str(bad))
     assert r.returncode != 0
-    assert "cups: must be 20 to 22 characters, got 4" in r.stderr
+    assert "cups: must be 20 or 22 characters (ES + 16 digits + 2 check letters [+ 2]), got 4" \
+        in r.stderr
     assert "provision_key: required" in r.stderr and "nothing was sent" in r.stderr
     assert board.files() == {} and board.events() == []
     r = make("deploy", PORT=board.port)

@@ -108,7 +108,8 @@ def test_tokens_come_from_the_cryptographic_rng_and_differ(monkeypatch):
 def test_rules_are_the_firmware_validator_not_a_copy(monkeypatch, tmp_path):
     # The tool has no rules of its own: whatever firmware/config.py says is what it reports.
     assert mc.config is config
-    monkeypatch.setattr(config, "validate", lambda raw: ({}, ["cups: vetoed by the firmware"]))
+    monkeypatch.setattr(config, "validate",
+                        lambda raw, warnings=None: ({}, ["cups: vetoed by the firmware"]))
     _data, _cfg, errors, _note = mc.build({"device_name": "m"})
     assert errors == ["cups: vetoed by the firmware"]
 
@@ -168,10 +169,12 @@ def test_batch_with_bad_rows_reports_every_line_and_writes_nothing(tmp_path):
     err = r.stderr
     assert "meters.csv:3: cups: check letters should be" in err
     assert "meters.csv:4: pulse_pin: must be an integer" in err
+    # Every error at once: the cross-field password check runs beside the bad pulse_pin.
+    assert "meters.csv:4: wifi_password: must be empty (open network) or 8 to 63" in err
     assert "meters.csv:6: device_name: same as line 2" in err
     assert "meters.csv:7: device_name: use letters" in err
     assert ":2:" not in err and ":5:" not in err
-    assert "4 problem(s); nothing written" in err
+    assert "5 problem(s); nothing written" in err
     assert not os.path.exists(out)
 
 
@@ -224,3 +227,120 @@ def test_cells_get_the_json_type_of_their_field(value, expected):
     assert mc.coerce("pulse_pin", value) == expected
     assert mc.coerce("tb_tls", "yes") is True and mc.coerce("tb_tls", "0") is False
     assert mc.coerce("cups", "0012") == "0012"
+
+
+# --- issue 15: duplicates across the folder and across batches; missing files; warnings -----
+
+def test_a_second_batch_may_not_reuse_a_cups_or_token_from_the_output_folder(tmp_path):
+    out = str(tmp_path / "devices")
+    first = str(tmp_path / "first.csv")
+    write_csv(first, [row(1), row(2)])
+    assert meterconfig("batch", first, "--out", out, "--generate-token").returncode == 0
+    with open(os.path.join(out, "meter-0001.json")) as f:
+        token = json.load(f)["access_token"]
+    second = str(tmp_path / "second.csv")
+    header = ["device_name", "cups", "supplier_key", "wifi_ssid", "wifi_password",
+              "provision_key", "provision_secret", "pulse_pin", "access_token"]
+    # meter-0003: the supply point of meter-0001 (the same 20 characters, another border
+    # point); meter-0004: the token of meter-0001; meter-0005: fine.
+    write_csv(second, [row(3, cups=cups_for(1)[:20] + "1P") + [""],
+                       row(4) + [token], row(5) + [""]], header=header)
+    r = meterconfig("batch", second, "--out", out)
+    assert r.returncode == 1, r.stdout
+    assert "meter-0003.json: cups: same as %s" % os.path.join(out, "meter-0001.json") in r.stderr
+    assert "meter-0004.json: access_token: same as %s" % os.path.join(out, "meter-0001.json") \
+        in r.stderr
+    assert "2 problem(s); nothing written" in r.stderr
+    assert sorted(os.listdir(out)) == ["meter-0001.json", "meter-0002.json"]
+    assert token not in r.stdout + r.stderr
+    # One meter from flags: the same rule against the folder.
+    r = meterconfig(*one_args(out, name="meter-0009", cups=cups_for(2)))
+    assert r.returncode == 1 and "cups: same as" in r.stderr and "meter-0002.json" in r.stderr
+    # Rewriting a batch's own files (--force) is not a clash with themselves.
+    assert meterconfig("batch", first, "--out", out, "--generate-token",
+                       "--force").returncode == 0
+
+
+def test_check_refuses_duplicates_among_the_files_and_their_folder(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert meterconfig(*one_args(str(a), name="m1")).returncode == 0
+    assert meterconfig(*one_args(str(b), name="m2")).returncode == 0  # same CUPS, other folder
+    assert meterconfig(*one_args(str(a), name="m3", cups=cups_for(3))).returncode == 0
+    (a / "site.json").write_text('{"pulse_pin": 4}')  # not a meter config: left out
+    r = meterconfig("check", str(a / "m1.json"), str(b / "m2.json"))
+    assert r.returncode == 1
+    assert "m1.json: cups: same as" in r.stderr and "m2.json: cups: same as" in r.stderr
+    # Within one folder: m3 given alone still meets m1's CUPS? No: m3 is unique.
+    assert meterconfig("check", str(a / "m3.json")).returncode == 0
+    # A copy of m1 in the folder under another name clashes with m1 even if only m1 is given.
+    data = json.loads((a / "m1.json").read_text())
+    data["device_name"] = "m4"
+    (a / "m4.json").write_text(json.dumps(data))
+    r = meterconfig("check", str(a / "m1.json"))
+    assert r.returncode == 1 and "m1.json: cups: same as" in r.stderr and "m4.json" in r.stderr
+
+
+def test_a_missing_file_says_no_such_file(tmp_path):
+    missing = str(tmp_path / "nope.json")
+    r = meterconfig("check", missing)
+    assert r.returncode == 1 and r.stderr.strip() == "%s: no such file" % missing
+    r = meterconfig("batch", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "d"))
+    assert r.returncode == 2 and "nope.csv: no such file" in r.stderr
+    from tools import deploy
+    with pytest.raises(deploy.DeployError) as e:
+        deploy.deploy("/dev/null-port", missing)
+    assert str(e.value) == "%s: no such file" % missing
+    assert "not a valid meter config" not in str(e.value)
+
+
+def test_ready_credentials_need_no_provision_key_and_a_generated_token_needs_one(tmp_path):
+    out = str(tmp_path)
+    args = [a for a in one_args(out) if a not in ("--provision-key", "--provision-secret",
+                                                  SECRETS["provision_key"],
+                                                  SECRETS["provision_secret"])]
+    r = meterconfig(*(args + ["--access-token", "token-from-the-platform-01"]))
+    assert r.returncode == 0, r.stderr
+    assert "(ready: never provisions)" in r.stdout and "to...01" in r.stdout
+    cfg, errors = config.load(os.path.join(out, "meter-0001.json"))
+    assert errors == [] and cfg["provision_key"] is None
+    r = meterconfig(*(args + ["--name", "meter-0002", "--cups", cups_for(2),
+                              "--generate-token"]))
+    assert r.returncode == 1 and "access_token: --generate-token" in r.stderr
+    r = meterconfig(*(args + ["--name", "meter-0003", "--cups", cups_for(3),
+                              "--set", "mqtt_username=basic-user-0003",
+                              "--set", "mqtt_password=basic-password-3"]))
+    assert r.returncode == 0, r.stderr
+    assert "MQTT_BASIC client <none> user ba...03 password ba...-3" in r.stdout
+    assert_no_secret(r.stdout + r.stderr, "basic-user-0003", "basic-password-3")
+
+
+def test_warnings_are_shown_and_do_not_refuse_the_config(tmp_path):
+    r = meterconfig(*one_args(str(tmp_path), set="pulse_pin=12"))
+    assert r.returncode == 0, r.stderr
+    assert "warning: pulse_pin: GPIO 12 is a strapping pin" in r.stderr
+    r = meterconfig("check", str(tmp_path / "meter-0001.json"))
+    assert r.returncode == 0 and "warning: pulse_pin: GPIO 12" in r.stderr
+    r = meterconfig(*one_args(str(tmp_path), name="m2", cups=cups_for(2), set="pulse_pin=7"))
+    assert r.returncode == 1 and "pulse_pin: GPIO 6-11 are wired to the ESP32's flash" in r.stderr
+
+
+def test_check_reads_with_the_meters_size_limit(tmp_path):
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"wifi_ssid": "x" * 20000}))
+    r = meterconfig("check", str(big))
+    assert r.returncode == 1 and r.stderr.strip() == "%s: larger than 8192 bytes" % big
+
+
+def test_undecodable_bytes_from_the_command_line_are_an_error_not_a_crash(tmp_path):
+    # CPython turns an undecodable argv byte into a lone surrogate, which cannot be encoded:
+    # the validator says so (MicroPython never holds such a str; its bytes are checked instead).
+    import subprocess
+    from deploy_support import PY, ROOT
+    args = [a.encode() for a in one_args(str(tmp_path))]
+    args[args.index(b"--wifi-ssid") + 1] = b"site-\xff-wifi"
+    r = subprocess.run([PY.encode(), os.path.join(ROOT, "tools", "meterconfig.py").encode()] + args,
+                       capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert "wifi_ssid: must be valid UTF-8 text" in r.stderr and "Traceback" not in r.stderr
+    assert config.parse("{\"a\": \"\udcff\"}")[1] == ["config.json: not valid UTF-8"]
+    assert "x\\xed\\xb3\\xbf: unknown field (typo?)" in config.validate({"x\udcff": 1})[1]

@@ -5,7 +5,8 @@
 import os
 import sys
 
-MODULES = ("test_cups", "test_config", "test_store", "test_backoff", "test_pulses", "test_clock",
+MODULES = ("test_cups", "test_config", "test_config_file", "test_store", "test_backoff",
+           "test_pulses", "test_clock",
            "test_backlog_pacing",
            "test_payloads", "test_gesture_queue_led")
 

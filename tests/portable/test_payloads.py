@@ -1,6 +1,7 @@
 import json
 
 from firmware import attributes, provision, telemetry
+from firmware.config import escape
 from firmware.log import mask
 from support import telemetry_bytes
 
@@ -78,5 +79,19 @@ def test_every_provision_reply():
 
 def test_mask_shows_at_most_two_characters_each_side():
     assert mask("abcdefghijkl") == "ab...kl"
-    assert mask("short") == "***"
+    assert mask("abcdefgh") == "ab...gh"
+    assert mask("abcdefg") == "..."  # shorter than 8: nothing of it
+    assert mask("") == "..."
     assert mask(None) == "<none>"
+    assert mask("\n\x1bcdefg\u00e9\u202e") == "..."  # what it would show is not plain text
+    assert mask("ab\ncdefgh") == "ab...gh" and mask("a\\cdefg\\") == "a\\...g\\"
+
+
+def test_escape_makes_any_text_one_printable_ascii_line():
+    assert escape("plain text") == "plain text"
+    assert escape("a\nb\r\x00\\") == "a\\x0ab\\x0d\\x00\\\\"
+    assert escape(b"\xff\xfe") == "\\xff\\xfe"
+    assert escape("x" * 81) == "x" * 80 + "..."
+    assert escape(ValueError("bad\nline")) == "bad\\x0aline"
+    for b in escape("\u2028\u202e\x1b[31m\U0001f600" * 10).encode():
+        assert 32 <= b < 127

@@ -96,3 +96,115 @@ def test_crash_pause_doubles_up_to_ten_minutes_and_is_forgotten():
     assert pauses == [10_000, 20_000, 40_000, 80_000, 160_000, 320_000, 600_000, 600_000, 600_000]
     crashes.forget(store)
     assert crashes.pause_ms(store) == 10_000
+
+
+# --- hostile files at boot (issue 12): always a config error, never an exception ------------
+
+def write_raw(data, name="config.json"):
+    with open(name, "wb") as f:
+        f.write(data)
+
+
+@pytest.mark.parametrize("ca, why", [
+    (b"\x30\x03abc" * 3000, "tb_ca: ca.der: larger than 8192 bytes"),
+    (b"\x30\x00" * 100, "tb_ca: ca.der: more than 8 certificates"),
+    (b"\x30\x84\xff\xff\xff\xff", "tb_ca: ca.der: bad DER length"),
+    (b"\x30\x83\xff\xff\xff", "tb_ca: ca.der: truncated certificate"),
+    (b"\xff" * 4096, "tb_ca: ca.der: not DER certificates (convert PEM with openssl x509 "
+                     "-outform DER)"),
+])
+def test_a_huge_or_malformed_ca_file_is_a_config_error_naming_tb_ca(ca, why):
+    write_config(tb_tls=True, tb_plain_ok=False)
+    write_raw(ca, "ca.der")
+    _cfg, tls, errors = startup.load_config(FakeHal().ssl)
+    assert tls is None and errors == [why]
+
+
+def test_whatever_mbedtls_raises_about_the_ca_is_a_config_error():
+    hal = FakeHal()
+    write_config(tb_tls=True, tb_plain_ok=False)
+    write_raw(b"\x30\x03abc", "ca.der")
+    real = hal.ssl.SSLContext
+
+    def context(proto):
+        ctx = real(proto)
+
+        def refuse(cadata=None):
+            raise MemoryError("memory allocation failed, allocating 4096 bytes\nfake line")
+        ctx.load_verify_locations = refuse
+        return ctx
+    hal.ssl.SSLContext = context
+    _cfg, tls, errors = startup.load_config(hal.ssl)
+    assert tls is None and errors == [
+        "tb_ca: ca.der: memory allocation failed, allocating 4096 bytes\\x0afake line"]
+
+
+def test_a_failure_inside_the_check_is_still_a_config_error(monkeypatch):
+    from firmware import config
+    write_config()
+
+    def broken(raw, warnings=None):
+        raise RuntimeError("a bug\nE main: fake")
+    monkeypatch.setattr(config, "validate", broken)
+    cfg, tls, errors = startup.load_config(FakeHal().ssl)
+    assert cfg is None and tls is None
+    assert errors == ["config.json: could not be checked (RuntimeError: a bug\\x0aE main: fake)"]
+
+
+def test_warnings_reach_the_boot_log_and_do_not_halt():
+    hal = FakeHal()
+    write_config(pulse_pin=12)
+    lines = []
+    cfg, _tls, errors = startup.load_config(hal.ssl, Log(hal.ticks_ms, lines.append))
+    assert errors == [] and cfg["pulse_pin"] == 12
+    assert len(lines) == 1 and " W config: pulse_pin: GPIO 12 is a strapping pin" in lines[0]
+
+
+def test_a_missing_config_says_no_such_file():
+    _cfg, _tls, errors = startup.load_config(FakeHal().ssl)
+    assert errors == ["config.json: no such file"]
+
+
+@pytest.mark.parametrize("data, why", [
+    (b"\xff" * 4096, "config.json: starts with 0xFF bytes: erased or corrupt flash"),
+    (b'{"wifi_ssid": "' + b"x" * 30000 + b'"}', "config.json: larger than 8192 bytes"),
+    (b"[" * 8000, "config.json: line 1, column 9: nested deeper than 8 levels"),
+    (b"\xef\xbb\xbf{}", "config.json: starts with a byte-order mark: save it as UTF-8 without BOM"),
+])
+def test_the_halt_repeats_one_escaped_line_per_error_and_re_reads_the_file(data, why):
+    hal = FakeHal()
+    write_raw(data)
+    lines = []
+    log = Log(hal.ticks_ms, lines.append)
+    cfg, _tls, errors = startup.load_config(hal.ssl, log)
+    assert errors == [why]
+    start = hal.clock.us
+
+    def sleep(ms):
+        hal.clock.advance_ms(ms)
+        if hal.clock.us - start > 95_000_000:  # three re-reads, then the file is fixed
+            write_config()
+    hal.sleep_ms = sleep
+    with pytest.raises(SystemExit):
+        startup.config_error_loop(hal, log, errors, cfg)
+    assert [l.split(" ", 1)[1] for l in lines].count("E config: " + why) == 4  # at 0, 30, 60, 90 s
+    assert lines[-1].endswith("config.json is valid now; restarting") and hal.resets == 1
+
+
+def test_an_injected_newline_never_makes_a_log_line_of_its_own():
+    hal = FakeHal()
+    raw = dict(BASE)
+    raw["x\n0.000 I main: meter firmware starting on esp32\n"] = 1
+    with open("config.json", "w") as f:
+        json.dump(raw, f)
+    lines = []
+    log = Log(hal.ticks_ms, lines.append)
+    _cfg, _tls, errors = startup.load_config(hal.ssl, log)
+    hal.reset = lambda: (_ for _ in ()).throw(SystemExit)
+    hal.sleep_ms = lambda ms: (hal.clock.advance_ms(ms), write_config())
+    with pytest.raises(SystemExit):
+        startup.config_error_loop(hal, log, errors)
+    assert errors == ["x\\x0a0.000 I main: meter firmware starting on esp32\\x0a: unknown field "
+                      "(typo?)"]
+    for line in lines:
+        assert "\n" not in line and "\r" not in line

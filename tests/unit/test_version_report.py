@@ -116,8 +116,8 @@ def test_status_rpc_and_make_status_show_title_and_version():
 
     with open("config.json", "w") as f:
         json.dump({k: v for k, v in rig.cfg.items() if v is not None}, f)
-    s = report.summary(Store(None), report._read_text)
+    s = report.summary(Store(None))
     assert (s["current_fw_title"], s["current_fw_version"], s["fw_reported"]) == (
         "meter-firmware", "dev", True)
     os.remove("state/fwver.json")
-    assert report.summary(Store(None), report._read_text)["fw_reported"] is False
+    assert report.summary(Store(None))["fw_reported"] is False
