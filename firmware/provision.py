@@ -17,6 +17,7 @@ import json
 from micropython import const
 
 from firmware import credentials
+from firmware.link import LinkError
 from firmware.log import mask
 from firmware.states import KEEP_WORKING, NEW_CREDENTIALS, NO_DECISION, REFUSED, TRY_TOKEN
 
@@ -25,6 +26,10 @@ RESPONSE_TOPIC = b"/provision/response"
 _PROVISION = const("provision")
 _REPLY_TIMEOUT_MS = const(10000)  # README: deadlines; the watchdog is fed as the wait starts
 _CREDENTIAL_MAX = const(255)  # bytes, as access_token in config.json
+# The longest valid reply: MQTT_BASIC with three fields of 255 UTF-8 bytes, every character
+# written as a \u escape (6 bytes for 2), and the keys: under 2.5 KB. Anything longer is refused
+# before json.loads, which needs as much again in one piece of a heap that may not have it.
+_REPLY_MAX = const(2560)
 _GESTURE_FALLBACK_TRIES = const(3)
 
 # Outcomes
@@ -99,9 +104,13 @@ def _unusable(v, empty_ok=False):
 def parse_reply(payload):
     """Returns (outcome, credentials or None, detail for the log). Anything but a well-formed
     SUCCESS, NOT_FOUND or FAILURE is BAD_REPLY: nothing from it is stored."""
+    if len(payload) > _REPLY_MAX:
+        return BAD_REPLY, None, "provision reply of %d bytes: larger than any valid one" % len(payload)
     try:
         msg = json.loads(payload)
-    except Exception:  # ValueError, UnicodeError, or MemoryError on absurd nesting
+    except MemoryError:  # absurd nesting, or a heap too fragmented for the reply
+        return BAD_REPLY, None, "provision reply of %d bytes: no memory to parse it" % len(payload)
+    except Exception:  # ValueError, UnicodeError
         return BAD_REPLY, None, "provision reply is not JSON"
     if not isinstance(msg, dict):
         return BAD_REPLY, None, "provision reply is not a JSON object"
@@ -168,7 +177,7 @@ class Provisioner:
             link.publish(REQUEST_TOPIC, request, 0)
             if not link.wait(_REPLY_TIMEOUT_MS, self._has_reply):
                 return NO_REPLY, None, "no provision reply within %d s" % (_REPLY_TIMEOUT_MS // 1000)
-        except Exception as e:  # LinkError, or anything the server's bytes provoked
+        except LinkError as e:  # whatever the server did: the link turns it all into LinkError
             return NO_REPLY, None, "provision exchange failed: %s" % (e,)
         finally:
             link.on_message = None

@@ -70,6 +70,9 @@ CORPUS = (
     ('{"errorMsg":"' + "e" * 200 + '","status":"FAILURE"}', P.FAILURE, "e" * 60 + "..."),
     ('{"errorMsg":"d\\u00e9j\\u00e0","status":"FAILURE"}', P.FAILURE, "d\\xc3\\xa9j\\xc3\\xa0"),
     ('{"status":"FAILURE"}', P.FAILURE, "<NoneType>"),
+    (BASIC % json.dumps({"clientId": "\u00e9" * 127, "userName": "\u00ff" * 127,
+                         "password": "\u0100" * 127}), P.SUCCESS, ""),  # the longest valid one
+    (TOKEN % ('"%s"' % ("x" * 2600)), P.BAD_REPLY, "bytes: larger than any valid one"),
     ("[]", P.BAD_REPLY, "not a JSON object"),
     ("null", P.BAD_REPLY, "not a JSON object"),
     ("not json", P.BAD_REPLY, "not JSON"),
