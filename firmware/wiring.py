@@ -34,7 +34,7 @@ def build(hal, umqtt, log, store, cfg, tls, payload=None, rand=None):
     clock = Clock(hal, log, cfg["ntp_host"])
     pipeline = Pipeline(hal, cfg, store, pulses, Backlog(log, cfg["buffer_points"]), clock, log,
                         payload or Payload())
-    link = Link(umqtt, hal.socket, hal.ticks_ms, hal.ticks_diff, log)
+    link = Link(umqtt, hal.socket, hal.ticks_ms, hal.ticks_diff, log, wdt_feed=hal.wdt_feed)
     name = cfg["device_name"] or "meter-" + hexlify(hal.unique_id()).decode()
     gesture = BootGesture(store, cfg["reprovision_cycles"], cfg["reprovision_window_s"] * 1000,
                           hal.ticks_diff)
