@@ -7,8 +7,8 @@
 # - The reply is accepted whether the SUBSCRIBE was granted (>= 3.9), refused with 0x80
 #   (3.5-3.8) or ignored (<= 3.4): the platform writes it to the requesting connection anyway,
 #   at QoS 1 when nothing matched (§2.1, §2.7).
-# - The request goes at QoS 0, so that no PUBACK races the SUBACK inside umqtt.simple (its
-#   QoS 1 publish reads only PUBACKs and would lose step on a SUBACK). The reply confirms it.
+# - The request goes at QoS 0: the reply confirms it, and no PUBACK has to be told apart from
+#   the SUBACK that may or may not come (firmware/link.py handles either in any order).
 # - Never a JSON null: the platform answers null values by closing the connection silently
 #   (§2.2). Only keys with values are sent.
 

@@ -9,7 +9,7 @@ import pytest
 
 from fakes import FakeBroker
 from harness import Rig
-from firmware import meter as M
+from firmware import states as M
 from firmware import provision as P
 from firmware.store import Store
 
