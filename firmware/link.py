@@ -187,8 +187,9 @@ class _Net:
         left = self.timeout()
         if left <= 0:
             raise OSError(_ETIMEDOUT)
-        self._raw.settimeout(left / 1000)  # pyright: ignore[reportOptionalMemberAccess]
-        s = self._s = self.ctx.wrap_socket(self._raw, server_hostname=self.host)  # pyright: ignore[reportOptionalMemberAccess]
+        self._raw.settimeout(left / 1000)
+        # ctx is set by Link.open() first; pyright sees only the None of __init__.
+        s = self._s = self.ctx.wrap_socket(self._raw, server_hostname=self.host)  # pyright: ignore[reportAttributeAccessIssue]
         s.setblocking(False)
         self._poll.register(s, _POLLIN)
         return self
@@ -232,7 +233,7 @@ class _Net:
         s = self._s
         done = 0
         while done < n:
-            k = s.write(buf, done, n - done)  # pyright: ignore[reportOptionalMemberAccess]
+            k = s.write(buf, done, n - done)
             if k is None:  # the send buffer is full: wait, within the deadline
                 self.wait(_POLLOUT)
             else:
@@ -262,7 +263,7 @@ class _Net:
         n = len(buf)
         k = 0
         while k < n:
-            got = s.readinto(buf if k == 0 else memoryview(buf)[k:])  # pyright: ignore[reportOptionalMemberAccess]
+            got = s.readinto(buf if k == 0 else memoryview(buf)[k:])
             if got is None:
                 self.wait(_POLLIN)
             elif not got:
@@ -276,7 +277,7 @@ class _Net:
         self.flush()
         one = self._buf
         while True:
-            got = self._s.readinto(one)  # pyright: ignore[reportOptionalMemberAccess]
+            got = self._s.readinto(one)
             if got:
                 self.stats[1] += 1
                 return one[0]
@@ -287,7 +288,7 @@ class _Net:
 
     def peek(self):
         # The first byte of the next packet if it has arrived, else -1; never waits.
-        got = self._s.readinto(self._buf)  # pyright: ignore[reportOptionalMemberAccess]
+        got = self._s.readinto(self._buf)
         if got is None:
             return -1
         if not got:
