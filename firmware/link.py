@@ -273,18 +273,9 @@ class _Net:
         self.stats[1] += n
 
     def _read(self):
-        # One byte, without allocating.
-        self.flush()
-        one = self._buf
-        while True:
-            got = self._s.readinto(one)
-            if got:
-                self.stats[1] += 1
-                return one[0]
-            if got is None:
-                self.wait(_POLLIN)
-            else:
-                raise OSError(_CLOSED)
+        # One byte, without allocating (fill() reads straight into a whole buffer).
+        self.fill(self._buf)
+        return self._buf[0]
 
     def peek(self):
         # The first byte of the next packet if it has arrived, else -1; never waits.
