@@ -19,6 +19,8 @@ NAME = device_name()
 TOKEN = "hostile-e2e-token-0001"
 DEADLINE_S = 10  # the link's exchange deadline (firmware/link.py, README: deadlines)
 SLACK_S = 3  # a loaded 2-core machine: generous, and far below what a hang would take
+# (the lower bound, DEADLINE_S - 2, only says the meter did wait: it starts its deadline a
+# moment before the server sees the request, more so when the machine is busy)
 RPC = "v1/devices/me/rpc/request/"
 
 
@@ -135,7 +137,7 @@ def test_no_exchange_outlasts_its_deadline_whatever_the_server_dribbles_or_flood
         }
         print("held:", {k: round(v, 2) for k, v in holds.items()})  # README: deadlines
         for what, held in holds.items():
-            assert DEADLINE_S - 0.5 <= held <= DEADLINE_S + SLACK_S, (what, held, holds)
+            assert DEADLINE_S - 2 <= held <= DEADLINE_S + SLACK_S, (what, held, holds)
         assert all(x.connect["user"] == "provision" for x in c[:3])
         assert all(x.connect["user"] == TOKEN for x in c[3:7])  # the token it was given
         assert m.record("creds") == {"type": "ACCESS_TOKEN", "token": TOKEN}
@@ -346,8 +348,9 @@ def test_a_flood_of_rpc_attributes_and_pingresps_never_delays_telemetry(meters):
         tele = [t for t, _, _ in conn.published("v1/devices/me/telemetry")
                 if window["start"] <= t <= window["end"]]
         gaps = [b - a for a, b in zip([window["start"]] + tele, tele + [window["end"]])]
-        # One reading every 2 s throughout, none waiting more than one loop behind the flood.
-        assert len(tele) >= flood_s / 2 - 2 and max(gaps) <= 2 + 1.5, (len(tele), gaps)
+        # One reading every 2 s throughout: none waits for the flood to end (that would be a
+        # gap of 20 s); 3 s of slack for a machine busy with other tests.
+        assert len(tele) >= flood_s / 2 - 3 and max(gaps) <= 2 + 3, (len(tele), gaps)
         assert len(server.conns) == 1  # the session survived it
         assert "messages dropped: more than 4 waiting" in m.text()
         replies = [p for p in conn.published() if p[1].startswith("v1/devices/me/rpc/response/")]

@@ -91,7 +91,7 @@ def test_with_1_8_0_a_silent_server_cannot_hold_the_connect(meters):
     try:
         assert server.wait_conns(2, 60), (len(server.conns), m.text()[-3000:])
         for c in server.conns[:2]:
-            assert DEADLINE_S - 0.5 <= c.closed - c.connect["t"] <= DEADLINE_S + SLACK_S
+            assert DEADLINE_S - 2 <= c.closed - c.connect["t"] <= DEADLINE_S + SLACK_S
         assert "failed: timed out" in m.text() and m.exits == []
         port = server.port
         server.stop()
@@ -116,7 +116,7 @@ def test_a_tls_server_that_stalls_the_handshake_is_given_up_at_the_deadline(mete
     try:
         assert server.wait_conns(2, 60), (len(server.conns), m.text()[-3000:])
         for c in server.conns[:2]:
-            assert c.connect is None and DEADLINE_S - 0.5 <= c.closed - c.opened <= DEADLINE_S + SLACK_S
+            assert c.connect is None and DEADLINE_S - 2 <= c.closed - c.opened <= DEADLINE_S + SLACK_S
         assert "failed: timed out" in m.text() and m.exits == []
         port = server.port
         server.stop()
