@@ -44,10 +44,10 @@
 #   poll()                          handle what has arrived, without waiting for anything
 #   wait(timeout_ms, done)          handle packets until done() is true or timeout_ms passed;
 #                                   returns done() (False at the deadline, session kept)
-#   ping(wait=False)                send a PINGREQ; .pinged holds its ticks_ms until the PINGRESP.
-#                                   poll() raises LinkError when none came timeout_s after it.
-#                                   wait=True: handle packets until it comes; returns the round
-#                                   trip in ms.
+#   ping()                          send a PINGREQ; .pinged holds its ticks_ms until the PINGRESP
+#                                   comes; poll() raises LinkError when none came timeout_s after
+#                                   it (keepalive: ping when quiet_ms() nears keepalive_s, poll
+#                                   every loop as now)
 #   quiet_ms()                      ms since the meter last sent anything (when to ping)
 #   on_message                      callback(topic: bytearray, payload: bytearray), called
 #                                   from poll(), wait() and while waiting for an ack
@@ -66,7 +66,10 @@ _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
 _SUBACK = const(0x90)
 _PINGRESP = const(0xD0)
-_MAX_PACKET = const(4096)  # the largest thing a meter reads: a provisioning reply, an RPC
+# The largest packet a meter takes: a provisioning reply (at most 2.5 KB: firmware/reply.py)
+# with its topic. RPC requests and shared attributes for a meter are far smaller, and a larger
+# buffer is what a fragmented heap is least likely to have.
+_MAX_PACKET = const(3072)
 _POLL_PACKETS = const(8)  # per poll(): a flood waits for the next loop, telemetry does not
 _WBUF = const(256)  # coalesced writes: a whole single-reading PUBLISH fits
 _CLOSE_MS = const(1000)  # for the DISCONNECT of a graceful close
@@ -95,8 +98,10 @@ def describe(e):
         if code in _ERRNO:
             return _ERRNO[code]
         if code < 0 and len(e.args) > 1:  # mbedTLS: (-code, "MBEDTLS_ERR_...")
-            return "TLS: %s" % (e.args[1],)
+            return "TLS: " + str(e.args[1])
         return "socket error %d" % code
+    if isinstance(e, MemoryError):  # a heap too fragmented for what came: try again later
+        return "not enough memory (%s)" % e
     if isinstance(e, ValueError):  # mbedTLS certificate verification
         return "TLS: " + " ".join(str(e).split())
     return "%s %s" % (type(e).__name__, e)
@@ -137,23 +142,18 @@ class _Net:
         return self._window_ms - self._ticks_diff(self._ticks_ms(), self._t0)
 
     def wait(self, mask):
-        # Until the socket is ready or the deadline; OSError(ETIMEDOUT) once it has passed.
+        # Until the socket is ready or the deadline. Past it: OSError(ETIMEDOUT), or False
+        # with mask 0 (waiting for the next packet to start: nothing is broken then).
         left = self.timeout()
         if left <= 0:
+            if not mask:
+                return False
             raise OSError(_ETIMEDOUT)
-        if mask != _POLLIN:
+        if mask == _POLLOUT:
             self._poll.modify(self._s, mask)
         self._poll.poll(left)
-        if mask != _POLLIN:
+        if mask == _POLLOUT:
             self._poll.modify(self._s, _POLLIN)
-
-    def idle(self):
-        # Wait for the next packet to start; False at the deadline (nothing is broken then).
-        self.flush()
-        left = self.timeout()
-        if left <= 0:
-            return False
-        self._poll.poll(left)
         return True
 
     # --- umqtt.simple's `socket` module and socket --------------------------------------------
@@ -200,7 +200,7 @@ class _Net:
         b = bytearray(n)
         self.fill(b)
         if n != 4:
-            raise LinkError("CONNACK read as %d bytes: an umqtt.simple this link does not know" % n)
+            raise LinkError("umqtt.simple read %d CONNACK bytes, not 4" % n)
         if b[0] != 0x20 or b[1] != 2 or b[2] & 0xFE or b[3] > 5:
             raise LinkError("not a CONNACK: %02x %02x %02x %02x" % (b[0], b[1], b[2], b[3]))
         return bytes(b)
@@ -445,11 +445,10 @@ class Link:
             self._fail("subscribe to %s" % topic.decode(), e)
         return self.suback != 0x80
 
-    def ping(self, wait=False):
-        """Send a PINGREQ (see the API above). wait=True: returns the round trip in ms."""
+    def ping(self):
+        """Send a PINGREQ; .pinged holds its ticks_ms until the PINGRESP comes, and poll() raises
+        LinkError when none has come timeout_s after it."""
         self._check("ping")
-        if wait:
-            self.wdt_feed()
         net = self._net
         try:
             net.start(self.timeout_s * 1000)
@@ -457,11 +456,6 @@ class Link:
                 self.pinged = self._ticks_ms()
             net.write(b"\xc0\0")
             net.flush()
-            if wait:
-                t0 = self.pinged
-                while self.pinged is not None:
-                    self._handler(net._read())
-                return self._ticks_diff(self._ticks_ms(), t0)
         except Exception as e:
             self._fail("ping", e)
 
@@ -500,8 +494,10 @@ class Link:
                 b = net.peek()
                 if b >= 0:
                     self._handler(b)
-                elif not net.idle():
-                    return done()
+                else:
+                    net.flush()
+                    if not net.wait(0):
+                        return done()
             net.flush()
             return True
         except Exception as e:
@@ -527,9 +523,9 @@ class Link:
                 break
             shift += 7
         else:
-            raise LinkError("packet type 0x%02x: remaining length longer than 4 bytes" % first)
+            raise LinkError("packet 0x%02x: length over 4 bytes" % first)
         if n > _MAX_PACKET:
-            raise LinkError("packet type 0x%02x of %d bytes refused (limit %d)" % (first, n, _MAX_PACKET))
+            raise LinkError("packet 0x%02x of %d bytes refused (limit 3072)" % (first, n))
         if first & 0xF0 == _PUBLISH:
             self._msg(first, n)
         elif (first == _PUBACK and n == 2) or (first == _SUBACK and n == 3):
@@ -546,11 +542,11 @@ class Link:
                 if first == _SUBACK:
                     self.suback = code
             else:
-                raise LinkError("ack type 0x%02x for packet %d, which is not awaited" % (first, pid))
+                raise LinkError("ack 0x%02x for packet %d, not awaited" % (first, pid))
         elif first == _PINGRESP and n == 0:
             self.pinged = None  # one that was never asked for is harmless
         else:
-            raise LinkError("unexpected packet type 0x%02x of %d bytes" % (first, n))
+            raise LinkError("unexpected packet 0x%02x of %d bytes" % (first, n))
 
     def _msg(self, first, n):
         # A PUBLISH from the server; QoS 1 is acknowledged, QoS 2 is a protocol error here
@@ -566,14 +562,14 @@ class Link:
         size |= net._read()
         rest = n - head - size
         if size == 0 or rest < 0:
-            raise LinkError("PUBLISH: topic of %d bytes in a packet of %d" % (size, n))
+            raise LinkError("PUBLISH topic of %d bytes in %d" % (size, n))
         topic = self.take(size)
         pid = 0
         if qos:
             pid = net._read() << 8
             pid |= net._read()
             if not pid:
-                raise LinkError("PUBLISH at QoS 1 with packet id 0")
+                raise LinkError("PUBLISH with packet id 0")
         msg = self.take(rest)
         if qos:
             h = self._buf
@@ -582,19 +578,12 @@ class Link:
             h[2] = pid >> 8
             h[3] = pid & 0xFF
             net.write(h, 4)  # sent before the next wait, or at the end of poll()
-        if topic is not None and msg is not None and self.on_message is not None:
+        if self.on_message is not None:
             self.on_message(topic, msg)
 
     def take(self, n):
-        # n bytes of a PUBLISH, in a buffer of their own. On a heap too fragmented for it, read
-        # past them (the stream stays in step) and drop the message.
-        net = self._net
-        try:
-            buf = bytearray(n)
-        except MemoryError:
-            for _ in range(n):
-                net._read()
-            self._log.warn("link", "a message of %d bytes was dropped: no memory for it", n)
-            return None
-        net.fill(buf)
+        # n bytes of a PUBLISH, in a buffer of their own (a MemoryError here drops the session,
+        # as any failure to read does).
+        buf = bytearray(n)
+        self._net.fill(buf)
         return buf

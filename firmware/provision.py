@@ -25,11 +25,6 @@ REQUEST_TOPIC = b"/provision/request"
 RESPONSE_TOPIC = b"/provision/response"
 _PROVISION = const("provision")
 _REPLY_TIMEOUT_MS = const(10000)  # README: deadlines; the watchdog is fed as the wait starts
-_CREDENTIAL_MAX = const(255)  # bytes, as access_token in config.json
-# The longest valid reply: MQTT_BASIC with three fields of 255 UTF-8 bytes, every character
-# written as a \u escape (6 bytes for 2), and the keys: under 2.5 KB. Anything longer is refused
-# before json.loads, which needs as much again in one piece of a heap that may not have it.
-_REPLY_MAX = const(2560)
 _GESTURE_FALLBACK_TRIES = const(3)
 
 # Outcomes
@@ -50,108 +45,19 @@ def build_request(key, secret, device_name, token=None):
     return json.dumps(req).encode()
 
 
-def _short(v):
-    # Server text goes into a log line: cut short, and every byte outside printable ASCII
-    # shown as \xNN, so that no server can write a line of its own (a newline) or a terminal
-    # escape. Over the UTF-8 bytes: iterating a str makes one-character strings, which
-    # MicroPython interns for good (main.py).
-    if not isinstance(v, str):
-        return "<%s>" % type(v).__name__
-    try:
-        raw = v.encode()
-    except UnicodeError:  # a lone surrogate (CPython; MicroPython encodes it)
-        return "<unencodable text>"
-    out = bytearray()
-    for b in raw[:60]:
-        if 0x20 <= b < 0x7F:
-            out.append(b)
-        else:
-            out.extend(b"\\x%02x" % b)
-    return out.decode() + ("..." if len(raw) > 60 else "")
-
-
-def _unusable(v, empty_ok=False):
-    # Why v cannot be a credential in an MQTT CONNECT, or None when it can. The same verdict
-    # on CPython and MicroPython: every rule is over the UTF-8 bytes.
-    if not isinstance(v, str):
-        return "is not a string"
-    try:
-        raw = v.encode()
-    except UnicodeError:
-        return "is not valid text"
-    if not raw:
-        return None if empty_ok else "is empty"
-    if len(raw) > _CREDENTIAL_MAX:
-        return "is longer than %d bytes" % _CREDENTIAL_MAX
-    prev = 0
-    for b in raw:
-        # U+0000 is forbidden in MQTT strings; no other control character (C0, DEL, C1:
-        # C2 80..9F in UTF-8) can be typed into a token on the platform either.
-        if b < 0x20 or b == 0x7F or (prev == 0xC2 and b < 0xA0):
-            return "has control characters"
-        if prev == 0xED and b >= 0xA0:  # U+D800..U+DFFF: a lone surrogate, not text
-            return "is not valid text"
-        prev = b
-    if raw.count(b" ") == len(raw):
-        return "is blank"
-    if raw == b"provision":
-        # A CONNECT with client id or username "provision" is a provisioning session (§1):
-        # these credentials could never open a device session.
-        return "is \"provision\""
-    return None
-
-
 def parse_reply(payload):
-    """Returns (outcome, credentials or None, detail for the log). Anything but a well-formed
-    SUCCESS, NOT_FOUND or FAILURE is BAD_REPLY: nothing from it is stored."""
-    if len(payload) > _REPLY_MAX:
-        return BAD_REPLY, None, "provision reply of %d bytes: larger than any valid one" % len(payload)
+    """Returns (outcome, credentials or None, detail for the log): firmware/reply.py's rules.
+    That module is loaded for the check only, once the exchange's socket is closed, and
+    unloaded after it: importing it with this module made provisioning the heap's high point
+    (a fragmented 110 KB heap then failed the import)."""
+    from firmware import unload
     try:
-        msg = json.loads(payload)
-    except MemoryError:  # absurd nesting, or a heap too fragmented for the reply
-        return BAD_REPLY, None, "provision reply of %d bytes: no memory to parse it" % len(payload)
-    except Exception:  # ValueError, UnicodeError
-        return BAD_REPLY, None, "provision reply is not JSON"
-    if not isinstance(msg, dict):
-        return BAD_REPLY, None, "provision reply is not a JSON object"
-    low = bytes(payload).lower()
-    for x in b"89abcdef":
-        if b"\\ud" + bytes((x,)) in low:
-            # An escaped UTF-16 surrogate: CPython's json joins a pair into one character,
-            # MicroPython's makes two invalid 3-byte sequences of it, which no server would
-            # take for what it sent. Refused, so that both give the same verdict.
-            return BAD_REPLY, None, "provision reply: text written as \\u escapes of UTF-16 surrogates"
-    status = msg.get("status")
-    if status in (NOT_FOUND, FAILURE):
-        return status, None, _short(msg.get("errorMsg"))
-    if status != SUCCESS:
-        return BAD_REPLY, None, "provision reply has unknown status %s" % _short(status)
-    ctype = msg.get("credentialsType")
-    value = msg.get("credentialsValue")
-    if ctype == "ACCESS_TOKEN":
-        why = _unusable(value)
-        if why:
-            return BAD_REPLY, None, "provision reply: credentialsValue (the token) %s" % why
-        return SUCCESS, {"type": "ACCESS_TOKEN", "token": value}, ""
-    if ctype == "MQTT_BASIC":
-        # Every field present and a string (§2.5); the platform never issues a client id
-        # with a password but no username, nor neither id nor username (§2.4).
-        if not isinstance(value, dict):
-            return BAD_REPLY, None, "provision reply: MQTT_BASIC credentialsValue is not an object"
-        creds = {"type": "MQTT_BASIC"}
-        for key in ("clientId", "userName", "password"):
-            if key not in value:
-                return BAD_REPLY, None, "provision reply: MQTT_BASIC without %s" % key
-            why = _unusable(value[key], True)
-            if why:
-                return BAD_REPLY, None, "provision reply: MQTT_BASIC %s %s" % (key, why)
-            creds[key] = value[key]
-        if not (creds["clientId"] or creds["userName"]):
-            return BAD_REPLY, None, "provision reply: MQTT_BASIC with neither clientId nor userName"
-        if creds["password"] and not creds["userName"]:
-            return BAD_REPLY, None, "provision reply: MQTT_BASIC password without userName"
-        return SUCCESS, creds, ""
-    return BAD_REPLY, None, "provision reply has unusable credentials (type %s)" % _short(ctype)
+        from firmware import reply
+        return reply.parse(payload)
+    except MemoryError:  # on a heap too fragmented for the module or the reply: try again later
+        return BAD_REPLY, None, "provision reply of %d bytes: no memory to check it" % len(payload)
+    finally:
+        unload("reply")
 
 
 class Provisioner:

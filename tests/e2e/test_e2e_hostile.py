@@ -204,15 +204,15 @@ def test_malformed_framing_drops_the_session_before_anything_is_allocated(meters
     scenarios = [
         (garbage_before_connack, "connect to 127.0.0.1:%d failed: not a CONNACK: 48 54 54 50"),
         (connack_with_an_mqtt5_code, "failed: not a CONNACK: 20 02 00 86"),
-        (split_connack_then(b"\x30\xff\xff\xff\xff\x7f"), "remaining length longer than 4 bytes"),
-        (then(big), "packet type 0x30 of 262144 bytes refused (limit 4096)"),
-        (then(b"\x30\x05\xff\xffabc"), "PUBLISH: topic of 65535 bytes in a packet of 5"),
-        (then(b"\x30\x05\x00\x09abc"), "PUBLISH: topic of 9 bytes in a packet of 5"),
+        (split_connack_then(b"\x30\xff\xff\xff\xff\x7f"), "length over 4 bytes"),
+        (then(big), "packet 0x30 of 262144 bytes refused (limit 3072)"),
+        (then(b"\x30\x05\xff\xffabc"), "PUBLISH topic of 65535 bytes in 5"),
+        (then(b"\x30\x05\x00\x09abc"), "PUBLISH topic of 9 bytes in 5"),
         (then(publish(RPC + "1", b'{"method":"status"}', 2)), "PUBLISH at QoS 2 refused"),
-        (then(b"\x50\x02\x00\x01"), "unexpected packet type 0x50 of 2 bytes"),
-        (then(b"\x20\x02\x00\x00"), "unexpected packet type 0x20 of 2 bytes"),
-        (suback_for_another_packet, "ack type 0x90 for packet 4660, which is not awaited"),
-        (puback_for_another_packet, "ack type 0x40 for packet 48879, which is not awaited"),
+        (then(b"\x50\x02\x00\x01"), "unexpected packet 0x50 of 2 bytes"),
+        (then(b"\x20\x02\x00\x00"), "unexpected packet 0x20 of 2 bytes"),
+        (suback_for_another_packet, "ack 0x90 for packet 4660, not awaited"),
+        (puback_for_another_packet, "ack 0x40 for packet 48879, not awaited"),
     ]
     server = HostileServer([s for s, _ in scenarios])
     m = start(meters, server, TOKEN)
@@ -247,11 +247,11 @@ def test_credentials_from_a_hostile_reply_are_never_stored_nor_replace_working_o
           "credentialsType": "ACCESS_TOKEN", "status": "SUCCESS"},
          "credentialsValue (the token) has control characters"),
         ({"credentialsValue": {"clientId": "c", "userName": "u"}, "credentialsType": "MQTT_BASIC",
-          "status": "SUCCESS"}, "MQTT_BASIC without password"),
+          "status": "SUCCESS"}, "MQTT_BASIC password is not in it"),
         ({"credentialsValue": "x" * 300, "credentialsType": "ACCESS_TOKEN", "status": "SUCCESS"},
          "credentialsValue (the token) is longer than 255 bytes"),
         ({"credentialsValue": "x" * 3000, "credentialsType": "ACCESS_TOKEN", "status": "SUCCESS"},
-         "of 3080 bytes: larger than any valid one"),
+         "provision exchange failed: receive: packet 0x32 of 3103 bytes refused (limit 3072)"),
         ({"credentialsValue": "provision", "credentialsType": "ACCESS_TOKEN", "status": "SUCCESS"},
          'credentialsValue (the token) is "provision"'),
     ]
@@ -261,7 +261,7 @@ def test_credentials_from_a_hostile_reply_are_never_stored_nor_replace_working_o
         assert server.wait_conns(len(bad), 120), (len(server.conns), m.text()[-3000:])
         text = m.text()
         for _, line in bad:
-            assert "BAD_REPLY: provision reply" in text and line in text, (line, text)
+            assert line in text, (line, text)
         assert not any(l.startswith("9.999 ") for _, l in m.lines)  # no injected console line
         assert m.record("creds") is None  # nothing stored
         assert_no_reset_and_backoff(m, server, exponential=True)

@@ -27,8 +27,8 @@ CORPUS = (
     # A pair: one character to CPython's json, two invalid ones to MicroPython's (CESU-8).
     (TOKEN % '"\\ud83d\\ude00"', P.BAD_REPLY, "escapes of UTF-16 surrogates"),
     (TOKEN % '"smile\U0001f600"', P.SUCCESS, ""),  # the same character as raw UTF-8: fine
-    (TOKEN % '""', P.BAD_REPLY, "is empty"),
-    (TOKEN % '"   "', P.BAD_REPLY, "is blank"),
+    (TOKEN % '""', P.BAD_REPLY, "is an empty string"),
+    (TOKEN % '"   "', P.BAD_REPLY, "is only spaces"),
     (TOKEN % '"provision"', P.BAD_REPLY, 'is "provision"'),
     (TOKEN % ('"%s"' % ("x" * 255)), P.SUCCESS, ""),
     (TOKEN % ('"%s"' % ("x" * 256)), P.BAD_REPLY, "is longer than 255 bytes"),
@@ -40,9 +40,9 @@ CORPUS = (
     (BASIC % '{"clientId":"c","userName":"u","password":"p"}', P.SUCCESS, ""),
     (BASIC % '{"clientId":"c","userName":"","password":""}', P.SUCCESS, ""),
     (BASIC % '{"clientId":"","userName":"u","password":""}', P.SUCCESS, ""),
-    (BASIC % '{"clientId":"c","userName":"u"}', P.BAD_REPLY, "MQTT_BASIC without password"),
-    (BASIC % '{"userName":"u","password":"p"}', P.BAD_REPLY, "MQTT_BASIC without clientId"),
-    (BASIC % '{"clientId":"c","password":"p"}', P.BAD_REPLY, "MQTT_BASIC without userName"),
+    (BASIC % '{"clientId":"c","userName":"u"}', P.BAD_REPLY, "MQTT_BASIC password is not in it"),
+    (BASIC % '{"userName":"u","password":"p"}', P.BAD_REPLY, "MQTT_BASIC clientId is not in it"),
+    (BASIC % '{"clientId":"c","password":"p"}', P.BAD_REPLY, "MQTT_BASIC userName is not in it"),
     (BASIC % '{"clientId":null,"userName":"u","password":"p"}', P.BAD_REPLY,
      "MQTT_BASIC clientId is not a string"),
     (BASIC % '{"clientId":"c","userName":"u","password":7}', P.BAD_REPLY,
@@ -50,7 +50,7 @@ CORPUS = (
     (BASIC % '{"clientId":"c","userName":"u\\u0000","password":"p"}', P.BAD_REPLY,
      "MQTT_BASIC userName has control characters"),
     (BASIC % '{"clientId":"","userName":"","password":""}', P.BAD_REPLY,
-     "neither clientId nor userName"),
+     "clientId and userName both empty"),
     (BASIC % '{"clientId":"c","userName":"","password":"p"}', P.BAD_REPLY,
      "password without userName"),
     (BASIC % '{"clientId":"provision","userName":"u","password":"p"}', P.BAD_REPLY,
@@ -72,11 +72,11 @@ CORPUS = (
     ('{"status":"FAILURE"}', P.FAILURE, "<NoneType>"),
     (BASIC % json.dumps({"clientId": "\u00e9" * 127, "userName": "\u00ff" * 127,
                          "password": "\u0100" * 127}), P.SUCCESS, ""),  # the longest valid one
-    (TOKEN % ('"%s"' % ("x" * 2600)), P.BAD_REPLY, "bytes: larger than any valid one"),
+    (TOKEN % ('"%s"' % ("x" * 2600)), P.BAD_REPLY, "bytes, more than any valid reply"),
     ("[]", P.BAD_REPLY, "not a JSON object"),
     ("null", P.BAD_REPLY, "not a JSON object"),
-    ("not json", P.BAD_REPLY, "not JSON"),
-    ("", P.BAD_REPLY, "not JSON"),
+    ("not json", P.BAD_REPLY, "not valid JSON"),
+    ("", P.BAD_REPLY, "not valid JSON"),
     ('{"status":' + "[" * 60 + "]" * 60 + "}", P.BAD_REPLY, ""),
 )
 

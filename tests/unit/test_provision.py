@@ -18,7 +18,7 @@ NAME = "meter-a1b2c3d4e5f6"
 HOSTILE = [
     {"credentialsValue": "tok\u0000en", "credentialsType": "ACCESS_TOKEN", "status": "SUCCESS"},
     {"credentialsValue": "tok\nen", "credentialsType": "ACCESS_TOKEN", "status": "SUCCESS"},
-    {"credentialsValue": "x" * 3000, "credentialsType": "ACCESS_TOKEN", "status": "SUCCESS"},
+    {"credentialsValue": "x" * 2000, "credentialsType": "ACCESS_TOKEN", "status": "SUCCESS"},
     {"credentialsValue": "provision", "credentialsType": "ACCESS_TOKEN", "status": "SUCCESS"},
     {"credentialsValue": {"clientId": "c", "userName": "u"}, "credentialsType": "MQTT_BASIC",
      "status": "SUCCESS"},
