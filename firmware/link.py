@@ -33,6 +33,8 @@
 #
 # The Link API (firmware/meter.py, firmware/remote.py, firmware/provision.py):
 #   Link(umqtt, sockmod, ticks_ms, ticks_diff, log, timeout_s=10, wdt_feed=None)
+#       umqtt: the umqtt.simple module (or a stand-in), or None: imported by open() for each
+#       connect() and unloaded after it
 #   open(host, port, client_id, user, password, keepalive_s, tls=None) -> 0, or the server's
 #       CONNACK refusal code (1..5). tls: the SSLContext made at boot.
 #   close(graceful=True)            DISCONNECT (graceful), then close the socket
@@ -290,14 +292,13 @@ class _Net:
 
 class Link:
     def __init__(self, umqtt, sockmod, ticks_ms, ticks_diff, log, timeout_s=10, wdt_feed=None):
-        self._umqtt = umqtt
+        self._umqtt = umqtt  # None: umqtt.simple, imported for each connect() only (open())
         poll = getattr(sockmod, "poll", None)
         if poll is None:
             import select
             poll = select.poll
         self.stats = [0, 0]
         self._net = _Net(sockmod, poll(), ticks_ms, ticks_diff, self.stats)
-        umqtt.socket = self._net  # umqtt.simple's module global: its connect() calls socket.socket()
         self._ticks_ms = ticks_ms
         self._ticks_diff = ticks_diff
         self._log = log
@@ -331,18 +332,29 @@ class Link:
         if tls is not None:
             sys.modules["ussl"] = net  # pyright: ignore[reportArgumentType]  (1.3.4's `import ussl`)
         # No username when there is none: 1.3.4 would send an empty one, 1.8.0 none at all.
-        c = self._umqtt.MQTTClient(client_id.encode(), host, port,
-                                   user.encode() if user else None,
-                                   password.encode() if password else b"", keepalive_s,
-                                   ssl=net if tls is not None else None)
+        um = self._umqtt
         try:
+            if um is None:
+                # umqtt.simple runs for connect() only: loaded now and unloaded below, so its
+                # code is on the heap only while a session opens (on the ESP32 it is frozen
+                # into the image and costs no heap either way; on the Unix port, or a board
+                # with it in /lib, it costs about 5 KB).
+                from umqtt import simple as um
+            um.socket = net  # pyright: ignore[reportAttributeAccessIssue]  (its module global: connect() calls socket.socket())
+            c = um.MQTTClient(client_id.encode(), host, port,
+                              user.encode() if user else None,
+                              password.encode() if password else b"", keepalive_s,
+                              ssl=net if tls is not None else None)
             c.connect()
-        except self._umqtt.MQTTException as e:
+        except Exception as e:  # refused, timeout, TLS verification, not a CONNACK, no memory
             net.close()
-            return e.args[0] if e.args else -1
-        except Exception as e:  # refused, timeout, TLS verification, not a CONNACK
-            net.close()
+            if um is not None and isinstance(e, um.MQTTException):
+                return e.args[0] if e.args else -1
             raise LinkError("connect to %s:%d failed: %s" % (host, port, describe(e)))
+        finally:
+            if self._umqtt is None:
+                sys.modules.pop("umqtt.simple", None)
+                sys.modules.pop("umqtt", None)
         # A clean session: nothing is in flight, packet ids start again.
         self.pid = self._armed = self._nsub = 0
         self.pinged = self.suback = None

