@@ -38,9 +38,9 @@ def build(hal, log, store, payload):
     unload("startup")
     gc.collect()
 
-    from umqtt import simple
     from firmware import wiring
-    meter = wiring.build(hal, simple, log, store, cfg, tls, payload)
+    # umqtt.simple None: the link imports it for each connect only (firmware/link.py)
+    meter = wiring.build(hal, None, log, store, cfg, tls, payload)
     del wiring
     unload("wiring")  # boot-only
     return meter

@@ -7,8 +7,8 @@
 # - The reply is accepted whether the SUBSCRIBE was granted (>= 3.9), refused with 0x80
 #   (3.5-3.8) or ignored (<= 3.4): the platform writes it to the requesting connection anyway,
 #   at QoS 1 when nothing matched (§2.1, §2.7).
-# - The request goes at QoS 0, so that no PUBACK races the SUBACK inside umqtt.simple (its
-#   QoS 1 publish reads only PUBACKs and would lose step on a SUBACK). The reply confirms it.
+# - The request goes at QoS 0: the reply confirms it, and no PUBACK has to be told apart from
+#   the SUBACK that may or may not come (firmware/link.py handles either in any order).
 # - Never a JSON null: the platform answers null values by closing the connection silently
 #   (§2.2). Only keys with values are sent.
 
@@ -17,13 +17,14 @@ import json
 from micropython import const
 
 from firmware import credentials
+from firmware.link import LinkError
 from firmware.log import mask
 from firmware.states import KEEP_WORKING, NEW_CREDENTIALS, NO_DECISION, REFUSED, TRY_TOKEN
 
 REQUEST_TOPIC = b"/provision/request"
 RESPONSE_TOPIC = b"/provision/response"
 _PROVISION = const("provision")
-_REPLY_TIMEOUT_MS = const(15000)
+_REPLY_TIMEOUT_MS = const(10000)  # README: deadlines; the watchdog is fed as the wait starts
 _GESTURE_FALLBACK_TRIES = const(3)
 
 # Outcomes
@@ -44,39 +45,19 @@ def build_request(key, secret, device_name, token=None):
     return json.dumps(req).encode()
 
 
-def _short(v):
-    # Server text goes into log lines: bound it, whatever the server sent.
-    s = v if isinstance(v, str) else "<%s>" % type(v).__name__
-    return s if len(s) <= 60 else s[:57] + "..."
-
-
-def _nonempty_str(v):
-    return isinstance(v, str) and len(v) > 0
-
-
 def parse_reply(payload):
-    """Returns (outcome, credentials or None, detail for the log)."""
+    """Returns (outcome, credentials or None, detail for the log): firmware/reply.py's rules.
+    That module is loaded for the check only, once the exchange's socket is closed, and
+    unloaded after it: importing it with this module made provisioning the heap's high point
+    (a fragmented 110 KB heap then failed the import)."""
+    from firmware import unload
     try:
-        msg = json.loads(payload)
-    except Exception:  # ValueError, UnicodeError, or MemoryError on absurd nesting
-        return BAD_REPLY, None, "provision reply is not JSON"
-    if not isinstance(msg, dict):
-        return BAD_REPLY, None, "provision reply is not a JSON object"
-    status = msg.get("status")
-    if status in (NOT_FOUND, FAILURE):
-        return status, None, _short(msg.get("errorMsg"))
-    if status != SUCCESS:
-        return BAD_REPLY, None, "provision reply has unknown status %s" % _short(status)
-    ctype = msg.get("credentialsType")
-    value = msg.get("credentialsValue")
-    if ctype == "ACCESS_TOKEN" and _nonempty_str(value):
-        return SUCCESS, {"type": "ACCESS_TOKEN", "token": value}, ""
-    if ctype == "MQTT_BASIC" and isinstance(value, dict):
-        cid, user, pw = value.get("clientId"), value.get("userName"), value.get("password")
-        if all(v is None or isinstance(v, str) for v in (cid, user, pw)) and (cid or user):
-            return SUCCESS, {"type": "MQTT_BASIC", "clientId": cid or "",
-                             "userName": user or "", "password": pw or ""}, ""
-    return BAD_REPLY, None, "provision reply has unusable credentials (type %s)" % _short(ctype)
+        from firmware import reply
+        return reply.parse(payload)
+    except MemoryError:  # on a heap too fragmented for the module or the reply: try again later
+        return BAD_REPLY, None, "provision reply of %d bytes: no memory to check it" % len(payload)
+    finally:
+        unload("reply")
 
 
 class Provisioner:
@@ -102,7 +83,7 @@ class Provisioner:
             link.publish(REQUEST_TOPIC, request, 0)
             if not link.wait(_REPLY_TIMEOUT_MS, self._has_reply):
                 return NO_REPLY, None, "no provision reply within %d s" % (_REPLY_TIMEOUT_MS // 1000)
-        except Exception as e:  # LinkError, or anything the server's bytes provoked
+        except LinkError as e:  # whatever the server did: the link turns it all into LinkError
             return NO_REPLY, None, "provision exchange failed: %s" % (e,)
         finally:
             link.on_message = None

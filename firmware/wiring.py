@@ -7,10 +7,11 @@ def build(hal, umqtt, log, store, cfg, tls, payload=None, rand=None):
     """The meter's supervisor, with everything it drives.
 
     hal: firmware/hal (the board, the Unix port, or the tests' fake); umqtt: the umqtt.simple
-    module (or a stand-in); log, store: firmware.log.Log and firmware.store.Store; cfg, tls: the
-    validated config and the TLS context (or None) from firmware/startup.py; payload: the
-    telemetry buffer (main.py allocates it first, while the heap is in one piece); rand: a
-    function returning floats in [0, 1) for the backoff jitter."""
+    module (or a stand-in), or None: the link imports it for each connect only (main.py);
+    log, store: firmware.log.Log and firmware.store.Store; cfg, tls: the validated config and
+    the TLS context (or None) from firmware/startup.py; payload: the telemetry buffer (main.py
+    allocates it first, while the heap is in one piece); rand: a function returning floats in
+    [0, 1) for the backoff jitter."""
     from binascii import hexlify
     from firmware import crashes
     from firmware.backlog import Backlog
@@ -37,7 +38,7 @@ def build(hal, umqtt, log, store, cfg, tls, payload=None, rand=None):
     log.uptime_ms = clock.uptime_ms
     pipeline = Pipeline(hal, cfg, store, pulses, Backlog(log, cfg["buffer_points"]), clock, log,
                         payload or Payload())
-    link = Link(umqtt, hal.socket, hal.ticks_ms, hal.ticks_diff, log)
+    link = Link(umqtt, hal.socket, hal.ticks_ms, hal.ticks_diff, log, wdt_feed=hal.wdt_feed)
     name = cfg["device_name"] or "meter-" + hexlify(hal.unique_id()).decode()
     gesture = BootGesture(store, cfg["reprovision_cycles"], cfg["reprovision_window_s"] * 1000,
                           hal.ticks_diff)

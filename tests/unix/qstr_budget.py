@@ -27,6 +27,7 @@ import firmware.provision  # noqa: F401
 import firmware.pulses  # noqa: F401
 import firmware.readings  # noqa: F401
 import firmware.remote  # noqa: F401
+import firmware.reply  # noqa: F401
 import firmware.startup  # noqa: F401
 import firmware.led  # noqa: F401
 import firmware.store  # noqa: F401
