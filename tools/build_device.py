@@ -1,4 +1,5 @@
-"""Build the files that go onto a meter's flash: main.py, boot.py, firmware/*.mpy, lib/*.mpy.
+"""Build the files that go onto a meter's flash: main.py, boot.py, firmware/*.mpy, lib/*.mpy
+(umqtt.simple, and microdot for setup mode).
 
     python tools/build_device.py OUT_DIR [--march ARCH] [--package-json FILE]
 
@@ -28,7 +29,8 @@ def sources(board=False):
     """(source path, path in the device tree without extension) for every compiled module;
     board=True leaves out what only the Unix port runs (UNIX_ONLY)."""
     out = []
-    for base, dest in (("firmware", "firmware"), (os.path.join("lib", "umqtt"), "lib/umqtt")):
+    for base, dest in (("firmware", "firmware"), (os.path.join("lib", "umqtt"), "lib/umqtt"),
+                       (os.path.join("lib", "microdot"), "lib/microdot")):
         for dirpath, _dirs, files in os.walk(os.path.join(ROOT, base)):
             for f in sorted(files):
                 if f.endswith(".py"):
@@ -49,8 +51,9 @@ def source_name(rel):
 
 
 def build(out_dir, march=None, board=False):
-    if not os.path.exists(os.path.join(ROOT, "lib", "umqtt", "simple.py")):
-        sys.exit("build_device: lib/umqtt/simple.py missing; run `make lib` first")
+    for need in (("umqtt", "simple.py"), ("microdot", "microdot.py")):
+        if not os.path.exists(os.path.join(ROOT, "lib", *need)):
+            sys.exit("build_device: lib/%s missing; run `make lib` first" % "/".join(need))
     changed = 0
     for src, rel in sources(board):
         dst = os.path.join(out_dir, rel + ".mpy")
