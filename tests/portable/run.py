@@ -7,7 +7,7 @@ import sys
 
 MODULES = ("test_cups", "test_config", "test_store", "test_backoff", "test_pulses",
            "test_backlog_pacing",
-           "test_payloads", "test_gesture_queue_led")
+           "test_payloads", "test_gesture_queue_led", "test_setup")
 
 
 def main(names):
