@@ -187,7 +187,10 @@ class Portal:
         return Response(status_code=204)
 
     def _html(self, message=None, status=200):
-        return Response(render(self._mode, self._issue(), message), status,
+        # The pieces, encoded one at a time as microdot writes them (a body of unknown length
+        # ends when the connection closes: HTTP/1.0).
+        pieces = render(self._mode, self._issue(), message)
+        return Response((p.encode() for p in pieces), status,
                         {"Content-Type": "text/html; charset=utf-8"})
 
     def _page(self, req):

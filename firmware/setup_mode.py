@@ -43,12 +43,27 @@ def firmware_version():
 
 def build(hal, log, store, cfg, why, payload=None):
     """Setup mode for this boot (main.py runs its run_forever() and, on a crash, shutdown())."""
-    # The page server first, on the heap as main.py left it after the boot-only code: with
-    # microdot's names the table of interned names doubles (firmware/main.py), and its next
-    # pool is one block of about 7 KB (5 KB on ESP32), which only an unfragmented heap has.
-    import firmware.setup_http  # noqa: F401
+    # Every module first, on the heap as main.py left it after the boot-only code, then the
+    # objects. With microdot's names the table of interned names doubles (main.py), and its
+    # next pool is one block of about 7 KB (5 KB on ESP32): an unfragmented heap has it, a
+    # heap of objects made and dropped may not (it failed so, in the first request, in a heap
+    # 8 KB larger than setup mode needs with this order: python -m bench.setup_heap).
+    import firmware.setup_http  # noqa: F401  microdot
+    getattr(asyncio, "start_server")  # asyncio loads its stream and funcs parts when first
+    getattr(asyncio, "wait_for_ms")  # asked: now, with the rest
+    import firmware.setup_dns  # noqa: F401
+    import firmware.credentials  # noqa: F401
+    import firmware.pipeline  # noqa: F401  and what it imports
+    import firmware.backlog  # noqa: F401
+    import firmware.clock  # noqa: F401
     from firmware import unload, wiring
     from firmware.led import PATTERNS, StatusLed
+    from firmware.setup_ssid import ap_ssid
+    from firmware.setup_wifi import WifiSettings
+    if hal.name == "esp32":  # the access point is the HAL's, in a module only setup mode loads
+        from firmware.hal.esp32_ap import AccessPoint
+    else:
+        from firmware.hal.unix_ap import AccessPoint
     pipeline, _clock = wiring.metering(hal, log, store, cfg, payload)
     name = wiring.device_name(hal, cfg)
     del wiring
@@ -58,19 +73,12 @@ def build(hal, log, store, cfg, why, payload=None):
     PATTERNS["setup"] = (2000, 200, 200, 200)  # long on, one blink
     led = StatusLed(hal.led_setter(cfg["status_led_pin"], cfg["status_led_inverted"]),
                     hal.ticks_diff, log)
-    # The access point is the HAL's, in a module of its own that only setup mode loads; chosen
-    # as main.py chooses the HAL.
-    if hal.name == "esp32":
-        from firmware.hal.esp32_ap import AccessPoint
-    else:
-        from firmware.hal.unix_ap import AccessPoint
-    return SetupMode(hal, log, store, cfg, why, pipeline, led, name, AccessPoint(hal))
+    return SetupMode(hal, log, store, cfg, why, pipeline, led, name, AccessPoint(hal),
+                     WifiSettings(hal, log), ap_ssid(name))
 
 
 class SetupMode:
-    def __init__(self, hal, log, store, cfg, why, pipeline, led, name, ap):
-        from firmware.setup_ssid import ap_ssid
-        from firmware.setup_wifi import WifiSettings
+    def __init__(self, hal, log, store, cfg, why, pipeline, led, name, ap, wifi, ssid):
         self.hal = hal
         self.log = log
         self._store = store
@@ -79,10 +87,10 @@ class SetupMode:
         self.pipeline = pipeline
         self._led = led
         self.name = name
-        self.ssid = ap_ssid(name)
+        self.ssid = ssid  # the access point's (firmware/setup_ssid.py)
         self.configured = cfg["wifi_ssid"]  # None: config.json has no usable network
         self.timeout_ms = cfg["setup_timeout_s"] * 1000
-        self.wifi = WifiSettings(hal, log)
+        self.wifi = wifi  # firmware/setup_wifi.py
         self.networks = []  # (ssid, rssi, secured), strongest first
         self.state = None  # what the page shows about the meter (read once, at the start)
         self.user_join = False  # the join going on (or the last one) came from the page

@@ -48,7 +48,8 @@ def _row(out, label, value, key):
 
 
 def render(m, token, message=None):
-    """The page for setup mode m (firmware/setup_mode.py) with a fresh form token.
+    """The page for setup mode m (firmware/setup_mode.py) with a fresh form token, as a list
+    of pieces (sent one after another: a page of about 3 KB is never one block of the heap).
     message: (kind "ok"/"err"/"busy", text) to show above everything, or None."""
     s = m.state
     wifi = m.wifi
@@ -79,7 +80,7 @@ def render(m, token, message=None):
     out.append("<p><small>This access point closes after %d min without use, or once the "
                "meter has joined its network.</small></p></body></html>"
                % (m.timeout_ms // 60000))
-    return "".join(out)
+    return out
 
 
 def _status(m):

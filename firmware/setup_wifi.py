@@ -25,11 +25,12 @@ _DEFINITE = ("wrong password", "access point not found")  # hal.wifi_status(): n
 def read_config():
     """config.json as a dict (at most _MAX_FILE bytes of it), or None."""
     try:
+        # The size first: read(n) allocates n bytes up front, whatever the file holds.
+        if os.stat(_CONFIG)[6] > _MAX_FILE:
+            return None
         with open(_CONFIG) as f:
-            text = f.read(_MAX_FILE + 1)
+            text = f.read()
     except OSError:
-        return None
-    if len(text) > _MAX_FILE:
         return None
     try:
         raw = json.loads(text)

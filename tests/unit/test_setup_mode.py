@@ -13,7 +13,8 @@ from firmware import wiring
 from firmware.led import PATTERNS, StatusLed
 from firmware.log import Log
 from firmware.setup_mode import SetupMode
-from firmware.setup_wifi import read_config
+from firmware.setup_ssid import ap_ssid
+from firmware.setup_wifi import WifiSettings, read_config
 from firmware.store import Store
 
 SETUP_PW = "abcd-efgh-jkmn-pqrs"
@@ -98,7 +99,7 @@ def setup(networks=(("site-wifi", ("new-password-2", -48)), ("neighbour", ("n-pa
     led = StatusLed(hal.led_setter(None, False), hal.ticks_diff, log)
     ap = FakeAp(hal)
     m = SetupMode(hal, log, store, cfg, "could not join meters for 600 s", pipeline, led,
-                  "meter-0001", ap)
+                  "meter-0001", ap, WifiSettings(hal, log), ap_ssid("meter-0001"))
     m.open()
     m._dns = m._portal = Counters()
     m.lines = lines
@@ -195,12 +196,12 @@ def test_the_page_never_shows_a_secret():
     with open("state/creds.json", "w") as f:
         f.write("broken")  # garbled: shown as not provisioned, never a crash
     m.state = m._read_state()
-    page = render(m, "tok")
+    page = "".join(render(m, "tok"))
     for secret in ("old-password-1", BASE["provision_key"], BASE["provision_secret"],
                    BASE["supplier_key"], SETUP_PW, "new-password-2"):
         assert secret not in page
     assert m.submit("site-wifi", "wrong-password-9") == []
     run(m, hal, 6_000, m.touch)
-    page = render(m, "tok")
+    page = "".join(render(m, "tok"))
     assert "wrong-password-9" not in page and "Could not join site-wifi: wrong password." in page
     assert os.path.exists("config.json")
