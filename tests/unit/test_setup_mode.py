@@ -189,6 +189,19 @@ def test_it_closes_after_an_hour_however_much_it_is_used():
     assert 3_600_000 <= hal.clock.us / 1000 - 1_000_000 <= 3_601_000
 
 
+def test_network_names_from_the_air_are_escaped_on_the_page():
+    m, _hal, _ap = setup(networks=(("<script>alert(1)</script>", ("x" * 8, -50)),
+                                   ('a" onmouseover="x', ("y" * 8, -60))))
+    page = "".join(render_page(m))
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert 'value="a&quot; onmouseover=&quot;x"' in page
+
+
+def render_page(m):
+    from firmware.setup_page import render
+    return render(m, "tok")
+
+
 def test_the_page_never_shows_a_secret():
     from firmware.setup_page import render
     m, hal, _ap = setup()
