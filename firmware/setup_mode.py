@@ -2,8 +2,8 @@
 # boot instead of the supervisor (firmware/startup.py setup_reason() says when; README: setting Wi-Fi from
 # a phone).
 #
-# - Metering goes on. The reading pipeline is the normal one (firmware/wiring.py metering()),
-#   served every step: the interrupt handler and the hardware counter count, and the index
+# - Metering goes on. The reading pipeline is the normal one (built as firmware/wiring.py
+#   builds it), served every step: the interrupt handler and the hardware counter count, and the index
 #   reaches flash within persist_interval_s, as in every other state. Nothing is sent.
 # - The access point is meter-<id>-setup, WPA2 with the meter's own setup_password. It closes
 #   setup_timeout_s after the page was last used (and _MAX_OPEN_MS after it opened, whatever
@@ -53,21 +53,28 @@ def build(hal, log, store, cfg, why, payload=None):
     getattr(asyncio, "wait_for_ms")  # asked: now, with the rest
     import firmware.setup_dns  # noqa: F401
     import firmware.credentials  # noqa: F401
-    import firmware.pipeline  # noqa: F401  and what it imports
-    import firmware.backlog  # noqa: F401
-    import firmware.clock  # noqa: F401
-    from firmware import unload, wiring
+    from binascii import hexlify
+    from firmware.backlog import Backlog
+    from firmware.clock import Clock
     from firmware.led import PATTERNS, StatusLed
+    from firmware.pipeline import Pipeline
+    from firmware.pulses import PulseCounter
+    from firmware.telemetry import Payload
     from firmware.setup_ssid import ap_ssid
     from firmware.setup_wifi import WifiSettings
     if hal.name == "esp32":  # the access point is the HAL's, in a module only setup mode loads
         from firmware.hal.esp32_ap import AccessPoint
     else:
         from firmware.hal.unix_ap import AccessPoint
-    pipeline, _clock = wiring.metering(hal, log, store, cfg, payload)
-    name = wiring.device_name(hal, cfg)
-    del wiring
-    unload("wiring")
+    # The reading pipeline as firmware/wiring.py builds it (tests/unit/test_setup_mode.py holds
+    # the two alike), so that pulses are counted and the index kept as in every other state.
+    pulses = PulseCounter(hal.ticks_us, hal.ticks_diff, cfg["pulses_per_kwh"],
+                          cfg["pulse_min_interval_ms"], cfg["zero_power_timeout_s"])
+    pulses.hw = hal.pulse_input(cfg["pulse_pin"], cfg["pulse_pull_up"], cfg["pulse_edge"],
+                                pulses.edge, cfg["pulse_hw_counter"] == "auto")
+    pipeline = Pipeline(hal, cfg, store, pulses, Backlog(log, cfg["buffer_points"]),
+                        Clock(hal, log, cfg["ntp_host"]), log, payload or Payload())
+    name = cfg["device_name"] or "meter-" + hexlify(hal.unique_id()).decode()
     # The LED pattern of setup mode (README: status LED patterns), added only here: in
     # firmware/led.py its name would be interned in normal operation too.
     PATTERNS["setup"] = (2000, 200, 200, 200)  # long on, one blink

@@ -9,7 +9,7 @@ except ImportError:  # CPython: the deploy tests check the DER reader (tests/dep
 
 _CONFIG_FILE = const("config.json")
 _CONFIG_RETRY_MS = const(30000)
-_SETUP_RECORD = const("setup_request")  # written by firmware/supervisor.py open_setup()
+_SETUP_RECORD = const("setup_request")  # written by firmware/setup_request.py open()
 _WHY_MAX = const(120)
 
 

@@ -38,9 +38,6 @@ _HEALTHY_MS = const(3600000)
 _ERROR_RECORD = const("lasterr")
 _ERROR_SAVE_MS = const(60000)
 _CREDS_RECORD = const("creds")
-_SETUP_RECORD = const("setup_request")  # read at boot by firmware/startup.py setup_reason()
-_PRESS_REPROVISION_MS = const(3000)
-_PRESS_SETUP_MS = const(10000)
 
 
 class Supervisor:
@@ -75,9 +72,9 @@ class Supervisor:
         self._boot_ms = 0
         self._saved_error = None
         self._error_ms = None
-        # Setup mode (open_setup()): Wi-Fi failing for too long, or the BOOT button held 10 s.
+        # Setup mode (firmware/setup_request.py): Wi-Fi failing for too long, the BOOT button.
         self._wifi_failing = None  # ticks_ms of the first join since Wi-Fi last worked
-        self._held = None  # ticks_ms when the BOOT button went down; False: this press is spent
+        self._held = None  # the BOOT button's press: ticks_ms when it began, None, False
 
     # --- boot ----------------------------------------------------------------------------------
 
@@ -119,28 +116,10 @@ class Supervisor:
         self.pipeline.service(now, self.state == RUN)
         if self._gesture is not None:
             self._gesture.tick(now)
-        if self.cfg["boot_button_pin"] is not None:
-            # The BOOT button, judged by how long one press lasts (README: the technician's
-            # guide): 3 s and let go before 10 s: re-provision (on release; the LED flickers
-            # from the 3 s mark on); 10 s: setup mode (at the 10 s mark). One press has one
-            # length, so the two requests cannot be confused, and a press held for setup never
-            # re-provisions on its way there. Polled: a press never blocks the loop, and a
-            # button stuck down fires once.
-            held = self._held
-            if not hal.boot_button_held(self.cfg["boot_button_pin"]):
-                self._held = None
-                if held is not None and held is not False and \
-                        hal.ticks_diff(now, held) >= _PRESS_REPROVISION_MS:
-                    self.request_reprovision("BOOT button")
-            elif held is None:
-                self._held = now
-            elif held is not False:
-                if hal.ticks_diff(now, held) >= _PRESS_SETUP_MS:
-                    self._held = False
-                    if not self.open_setup("BOOT button held 10 s"):
-                        self._goto(self.state, hal.ticks_diff(self._next_ms, now))  # LED back
-                elif hal.ticks_diff(now, held) >= _PRESS_REPROVISION_MS:
-                    self._show("gesture")  # let go now to re-provision; hold on for setup
+        pin = self.cfg["boot_button_pin"]
+        if pin is not None and (self._held is not None or hal.boot_button_held(pin)):
+            from firmware import setup_request  # re-provision (3 s) or setup mode (10 s)
+            setup_request.step(self, now)
         if self._led is not None:
             self._led.update(now)
         self._persist_error(now)
@@ -237,11 +216,8 @@ class Supervisor:
             delay = self._retry(WIFI)
             self.log.warn("wifi", "could not join %s (%s); retrying in %d s",
                            self.cfg["wifi_ssid"], why, delay // 1000)
-            after_ms = self.cfg["setup_after_s"] * 1000
-            if after_ms and hal.ticks_diff(now, self._wifi_failing) >= after_ms:
-                self._wifi_failing = None  # if refused (no setup_password): asked again as late
-                self.open_setup("could not join %s for %d s: %s" % (
-                    self.cfg["wifi_ssid"], after_ms // 1000, why))
+            from firmware import setup_request  # setup mode after setup_after_s of this
+            setup_request.fail(self, now, why)
             return
         self._next_ms = hal.ticks_add(now, _WIFI_POLL_MS)
 
@@ -435,26 +411,6 @@ class Supervisor:
         self._gesture_tries = 0
         self.link.close()
         self._goto(PROVISION)
-
-    # --- setup mode: the access point and its page (firmware/startup.py, setup_mode.py) ---
-
-    def open_setup(self, why):
-        """Reset into setup mode (the next boot opens the access point), unless the meter is
-        connected and reporting or has no setup_password. False when refused."""
-        # Logged as "wifi": a tag of its own would be one more interned name in normal operation.
-        if self.state == RUN:
-            self.log.warn("wifi", "setup mode not opened (%s): the meter is connected and "
-                                  "reporting", why)
-            return False
-        if not self.cfg["setup_password"]:
-            self.log.warn("wifi", "setup mode not opened (%s): config.json has no "
-                                  "setup_password", why)
-            return False
-        self.store.write(_SETUP_RECORD, {"why": why})
-        self.log.warn("wifi", "%s: resetting into setup mode", why)
-        self.shutdown()
-        self.hal.reset()
-        return True
 
     # --- planned stop ----------------------------------------------------------------------------
 

@@ -11,19 +11,31 @@ def build(hal, umqtt, log, store, cfg, tls, payload=None, rand=None):
     validated config and the TLS context (or None) from firmware/startup.py; payload: the
     telemetry buffer (main.py allocates it first, while the heap is in one piece); rand: a
     function returning floats in [0, 1) for the backoff jitter."""
+    from binascii import hexlify
     from firmware import crashes
+    from firmware.backlog import Backlog
+    from firmware.clock import Clock
     from firmware.gesture import BootGesture
     from firmware.led import StatusLed
     from firmware.link import Link
+    from firmware.pipeline import Pipeline
+    from firmware.pulses import PulseCounter
     from firmware.remote import Remote
     from firmware.supervisor import Supervisor
+    from firmware.telemetry import Payload
 
     if rand is None:
         import random
         rand = random.random
-    pipeline, clock = metering(hal, log, store, cfg, payload)
+    pulses = PulseCounter(hal.ticks_us, hal.ticks_diff, cfg["pulses_per_kwh"],
+                          cfg["pulse_min_interval_ms"], cfg["zero_power_timeout_s"])
+    pulses.hw = hal.pulse_input(cfg["pulse_pin"], cfg["pulse_pull_up"], cfg["pulse_edge"],
+                                pulses.edge, cfg["pulse_hw_counter"] == "auto")
+    clock = Clock(hal, log, cfg["ntp_host"])
+    pipeline = Pipeline(hal, cfg, store, pulses, Backlog(log, cfg["buffer_points"]), clock, log,
+                        payload or Payload())
     link = Link(umqtt, hal.socket, hal.ticks_ms, hal.ticks_diff, log)
-    name = device_name(hal, cfg)
+    name = cfg["device_name"] or "meter-" + hexlify(hal.unique_id()).decode()
     gesture = BootGesture(store, cfg["reprovision_cycles"], cfg["reprovision_window_s"] * 1000,
                           hal.ticks_diff)
     led = StatusLed(hal.led_setter(cfg["status_led_pin"], cfg["status_led_inverted"]),
@@ -31,26 +43,3 @@ def build(hal, umqtt, log, store, cfg, tls, payload=None, rand=None):
     return Supervisor(hal, cfg, store, link, pipeline, clock, log, rand, name, tls=tls,
                       gesture=gesture, led=led, remote=Remote(log),
                       on_healthy=lambda: crashes.forget(store))
-
-
-def metering(hal, log, store, cfg, payload=None):
-    """(the reading pipeline with its pulse input, its clock): what the meter runs in every
-    mode (setup mode too, firmware/setup_mode.py, so pulses are counted and the index kept)."""
-    from firmware.backlog import Backlog
-    from firmware.clock import Clock
-    from firmware.pipeline import Pipeline
-    from firmware.pulses import PulseCounter
-    from firmware.telemetry import Payload
-
-    pulses = PulseCounter(hal.ticks_us, hal.ticks_diff, cfg["pulses_per_kwh"],
-                          cfg["pulse_min_interval_ms"], cfg["zero_power_timeout_s"])
-    pulses.hw = hal.pulse_input(cfg["pulse_pin"], cfg["pulse_pull_up"], cfg["pulse_edge"],
-                                pulses.edge, cfg["pulse_hw_counter"] == "auto")
-    clock = Clock(hal, log, cfg["ntp_host"])
-    return Pipeline(hal, cfg, store, pulses, Backlog(log, cfg["buffer_points"]), clock, log,
-                    payload or Payload()), clock
-
-
-def device_name(hal, cfg):
-    from binascii import hexlify
-    return cfg["device_name"] or "meter-" + hexlify(hal.unique_id()).decode()

@@ -14,7 +14,8 @@
 #   "net<TAB><rssi dBm><TAB><ssid><TAB><password>". With any listed, a join works only with a
 #   listed network's name and password (else "access point not found" or "wrong password", as
 #   wifi_status() says), a joined meter drops off when its line changes (the site changed its
-#   password), and the access point's scan lists them; with none, every join works.
+#   password), and the access point's scan lists them; with none, every join works
+#   (firmware/hal/unix_ap.py judges them, loaded only when the script lists any).
 # - Access point (setup mode): firmware/hal/unix_ap.py, loaded only in setup mode.
 # - Time: the host clock, synced from boot (METER_NTP=fail makes sync fail).
 # - METER_UID: hex unique id (the MAC on a board); METER_BUTTON: a file whose presence means
@@ -135,9 +136,9 @@ class Hal:
         self.ticks_add = time.ticks_add
         self.socket = _Net(self)
         self._net_file = os.getenv("METER_NET")
-        self._net_state = ["up"]  # the state, then the scripted networks: [b"net", rssi,
-        self._net_ms = None        # ssid, password] (bytes); one attribute: one interned name
-        self._wifi_on = False  # or (ssid, password) of the join asked for, as bytes
+        self._net_state = "up"  # METER_NET's text: the state, then the site's networks
+        self._net_ms = None
+        self._wifi_on = False  # or the (ssid, password) of the join asked for
         self._hw = None
         self._handler = None
         self._wake = None  # UDP socket on loopback: the pulse thread's doorbell
@@ -201,39 +202,34 @@ class Hal:
         if self._net_ms is None or time.ticks_diff(now, self._net_ms) >= _NET_CHECK_MS:
             self._net_ms = now
             try:
-                with open(self._net_file, "rb") as f:
-                    lines = f.read().split(b"\n")
+                with open(self._net_file) as f:
+                    self._net_state = f.read().strip() or "up"
             except OSError:
-                lines = [b""]
-            self._net_state = [lines[0].strip().decode() or "up"] + [
-                n.split(b"\t") for n in lines[1:] if n[:4] == b"net\t"]
-        return self._net_state[0]
+                self._net_state = "up"
+        i = self._net_state.find("\n")
+        return self._net_state if i < 0 else self._net_state[:i]  # the site's networks follow
 
     def wifi_connect(self, ssid, password):
-        self._wifi_on = (ssid.encode(), password.encode())
+        self._wifi_on = (ssid, password)
 
     def wifi_disconnect(self):
         self._wifi_on = False
 
+    # With the site's networks scripted, joins are judged by firmware/hal/unix_ap.py (loaded
+    # then only: normal operation here costs the heap it costs on the board).
     def wifi_connected(self):
-        join = self._wifi_on
-        if not join or self._net() == "down":
-            return False
-        nets = self._net_state[1:]
-        for n in nets:
-            if len(n) == 4 and n[2] == join[0]:
-                return n[3] == join[1]
-        return not nets  # no script: every join works
+        state = self._net()
+        if "\n" in self._net_state:
+            from firmware.hal import unix_ap
+            return unix_ap.wifi_connected(self)
+        return self._wifi_on and state != "down"
 
     def wifi_status(self):
-        if self.wifi_connected():
-            return "connected"
-        join = self._wifi_on
-        if join and self._net() != "down":
-            for n in self._net_state[1:]:
-                if len(n) == 4 and n[2] == join[0]:
-                    return "wrong password"
-        return "access point not found"
+        state = self._net()
+        if "\n" in self._net_state:
+            from firmware.hal import unix_ap
+            return unix_ap.wifi_status(self)
+        return "access point not found" if state == "down" else "connected"
 
     def wifi_rssi(self):
         return -55 if self.wifi_connected() else None

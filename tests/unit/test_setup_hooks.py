@@ -1,4 +1,4 @@
-"""When the supervisor hands over to setup mode (firmware/supervisor.py open_setup()): Wi-Fi
+"""When the supervisor hands over to setup mode (firmware/setup_request.py): Wi-Fi
 failing for setup_after_s, the BOOT button held 10 s; never while reporting, never without a
 setup password; and the BOOT button's shorter press, which re-provisions instead."""
 
