@@ -36,10 +36,11 @@ $(PAHO_DIR)/.stamp: requirements-paho.txt | $(VENV)/.stamp
 
 venv: $(VENV)/.stamp $(PAHO_DIR)/.stamp
 
-lib/umqtt/simple.py: requirements-mpy.txt tools/fetch_mpy_lib.py | $(VENV)/.stamp-sim
+# umqtt.simple, and microdot for setup mode's page: one fetch makes both (a grouped target).
+lib/umqtt/simple.py lib/microdot/microdot.py &: requirements-mpy.txt tools/fetch_mpy_lib.py | $(VENV)/.stamp-sim
 	$(PY) tools/fetch_mpy_lib.py requirements-mpy.txt lib
 
-lib: lib/umqtt/simple.py
+lib: lib/umqtt/simple.py lib/microdot/microdot.py
 
 # Two runs: everything but the end-to-end tests, one test at a time; then the end-to-end tests
 # E2E_JOBS at a time (each boots virtual meters and mostly waits on real time, so they overlap

@@ -32,11 +32,17 @@ def build(hal, log, store, payload):
     # The TLS context is made here, early: it is one block of about 3 KB.
     cfg, tls, errors = startup.load_config(hal.ssl, log)  # logs the config's warnings
     hal.wdt_start((cfg["wdt_timeout_s"] if not errors else 120) * 1000)
+    # Setup mode (the access point and its page) instead of the meter, when config.json has no
+    # usable Wi-Fi settings or the last boot asked for it (firmware/startup.py setup_reason()).
+    why, cfg, errors = startup.setup_reason(store, cfg, errors)
     if errors:
         startup.config_error_loop(hal, log, errors, cfg)  # does not return
     del startup
     unload("startup")
     gc.collect()
+    if why is not None:
+        from firmware import setup_mode
+        return setup_mode.build(hal, log, store, cfg, why, payload)
 
     from firmware import wiring
     # umqtt.simple None: the link imports it for each connect only (firmware/link.py)

@@ -21,7 +21,8 @@ _files = []
 for _dir, _subdirs, _names in os.walk("firmware"):
     for _name in _names:
         _path = os.path.join(_dir, _name)[len("firmware/"):]
-        if _name.endswith(".py") and _path not in ("hal/unix.py", "hal/unixrtc.py", "version.py"):
+        if _name.endswith(".py") and _path not in ("hal/unix.py", "hal/unixrtc.py", "hal/unix_ap.py",
+                                                    "version.py"):
             _files.append(_path)
 package("firmware", files=sorted(_files), opt=2)
 
@@ -31,3 +32,8 @@ package("firmware", files=sorted(_files), opt=2)
 subprocess.run([sys.executable, "tools/build_device.py", "--version-module",
                 "build/gen/firmware/version.py"], check=True)
 module("firmware/version.py", base_path="build/gen", opt=2)
+
+# microdot, the setup page's web server (firmware/setup_http.py), from lib/ (make lib fetches it,
+# pinned by hash): frozen, it costs about 4 KB of heap in setup mode instead of 19 KB.
+if os.path.exists("lib/microdot/microdot.py"):
+    package("microdot", files=["__init__.py", "microdot.py"], base_path="lib", opt=2)

@@ -95,11 +95,16 @@ FIELDS = {
     "boot_button_pin": (_OPTPIN, 0, False, (0, 39)),  # BOOT on devkits; null: no button
     "wdt_timeout_s": (_INT, 120, False, (30, 3600)),
     "buffer_points": (_INT, 2880, False, (16, 100000)),  # offline readings kept on flash
+    # The setup access point (README: technician's guide; firmware/setup_mode.py).
+    "setup_password": (_OPTSTR, None, False, (8, 63)),  # WPA2 key, from meterconfig; null: never
+    "setup_after_s": (_INT, 600, False, (0, 86400)),  # Wi-Fi failing this long opens it; 0: never
+    "setup_timeout_s": (_INT, 900, False, (60, 3600)),  # closes after this long with no request
 }
 
 # Masked in every log line and status output (firmware.log.mask).
 SECRET_FIELDS = ("wifi_password", "provision_key", "provision_secret", "supplier_key",
-                 "access_token", "mqtt_client_id", "mqtt_username", "mqtt_password")
+                 "access_token", "mqtt_client_id", "mqtt_username", "mqtt_password",
+                 "setup_password")
 
 _CONFIG_FILE = const("config.json")
 _ESCAPE_MAX = const(80)
@@ -594,6 +599,13 @@ def validate(raw, warnings=None):
     if "boot_button_pin" not in bad and pin is not None and _GPIO[pin] == 105:
         warnings.append("boot_button_pin: GPIO 34-39 have no internal pull-up: "
                         "the button needs an external pull-up resistor")
+    # The setup access point: a WPA2 passphrase is 8 to 63 printable ASCII characters (IEEE
+    # 802.11i); a first Wi-Fi check must have had its 30 s (firmware/supervisor.py).
+    sp = cfg["setup_password"]
+    if "setup_password" not in bad and sp is not None and [b for b in sp.encode() if b > 126]:
+        errors.append("setup_password: must be printable ASCII (a WPA2 passphrase)")
+    if "setup_after_s" not in bad and 0 < cfg["setup_after_s"] < 30:
+        errors.append("setup_after_s: must be 0 (never by itself) or at least 30")
 
     for k in ("device_name", "access_token", "mqtt_client_id", "mqtt_username"):
         if k not in bad and cfg.get(k) == "provision":

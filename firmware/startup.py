@@ -10,7 +10,23 @@ except ImportError:  # CPython: the deploy tests check the DER reader (tests/dep
 _CONFIG_FILE = const("config.json")
 _CONFIG_RETRY_MS = const(30000)
 _MAX_CA = const(8192)  # bytes of tb_ca: a root certificate takes 1-2 KB in DER
+_MAX_CONFIG = const(8192)  # firmware/config.py's limit of config.json
 _MAX_CERTS = const(8)
+_SETUP_RECORD = const("setup_request")  # written by firmware/setup_request.py open()
+_WHY_MAX = const(120)
+
+
+def _read_limited(path, limit):
+    """The file's bytes, limit + 1 of them at most (so that "too large" can be told), or None
+    if it cannot be read. The size first: read(n) allocates n bytes whatever the file holds."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            n = f.tell()
+            f.seek(0)
+            return f.read(n if n <= limit else limit + 1)
+    except OSError:
+        return None
 
 
 def load_config(ssl, log=None):
@@ -32,14 +48,8 @@ def load_config(ssl, log=None):
                 log.warn("config", "%s", line)
         path = cfg["tb_ca"] if not errors and cfg["tb_tls"] else None
         if path is not None:  # validated: letters, digits and -._/ only
-            try:
-                with open(path, "rb") as f:
-                    f.seek(0, 2)  # the size first: read(n) allocates n bytes up front
-                    n = f.tell()
-                    f.seek(0)
-                    bundle = f.read(n if n <= _MAX_CA else _MAX_CA + 1)
-            except OSError:
-                bundle = None
+            bundle = _read_limited(path, _MAX_CA)
+            if bundle is None:
                 errors = ["tb_ca: file %s not found on flash" % path]
             try:
                 if bundle is not None and len(bundle) > _MAX_CA:
@@ -127,3 +137,53 @@ def config_error_loop(hal, log, errors, cfg=None):
             log.info("config", "config.json is valid now; restarting")
             hal.reset()
 
+
+def setup_reason(store, cfg, errors):
+    """Setup mode (the access point and its page, firmware/setup_mode.py) instead of the meter?
+    (why, or None; the config to run with; the errors left). main.py asks at every boot.
+
+    It is a boot of its own, so the meter's code (umqtt, the supervisor, the link) and the setup
+    code (microdot, the page) never share the heap, and the names setup mode interns (never
+    freed) are gone after the reset that ends it. It opens when config.json is valid except for
+    its Wi-Fi settings (missing or bad: the page is where to give the meter a network; the
+    config returned then has wifi_ssid None), or when the last boot asked for it (Wi-Fi failing
+    for setup_after_s, or the BOOT button held 10 s). The request is removed as it is read:
+    whatever ends setup mode (success, its timeout, a crash, a power cut) brings a normal boot.
+    Never without a setup_password: the access point is never open, never a shared default."""
+    if errors:
+        # Only Wi-Fi errors? Then the file is checked again with its Wi-Fi settings set aside,
+        # so that everything else gets the firmware's own checks and defaults. (Bytes: a short
+        # str constant would be one more interned name.)
+        if cfg is None or [e for e in errors if e.encode()[:5] != b"wifi_"]:
+            return None, cfg, errors
+        import json
+        from firmware import config, unload
+        # The file passed config.parse's strict checks (only Wi-Fi fields are wrong), within
+        # its size limit; read it again as bounded.
+        text = _read_limited(_CONFIG_FILE, _MAX_CONFIG)
+        try:
+            raw = json.loads(text) if text is not None and len(text) <= _MAX_CONFIG else None
+        except ValueError:
+            raw = None
+        if not isinstance(raw, dict):
+            return None, cfg, errors
+        raw["wifi_ssid"] = "-"
+        raw.pop("wifi_password", None)
+        cfg2, errors2 = config.validate(raw)
+        del config
+        unload("config", "cups")
+        if errors2:
+            return None, cfg, errors + errors2  # more than the Wi-Fi is wrong: all of it
+        if not cfg2["setup_password"]:
+            return None, cfg, errors + ["setup_password: needed to set the Wi-Fi from a phone "
+                                        "(tools/meterconfig.py makes one)"]
+        cfg2["wifi_ssid"] = None
+        return "no usable Wi-Fi settings (%s)" % errors[0], cfg2, []
+    rec = store.read(_SETUP_RECORD)
+    if rec is None:
+        return None, cfg, errors
+    store.remove(_SETUP_RECORD)
+    why = rec.get("why") if isinstance(rec, dict) else None
+    if not cfg["setup_password"]:
+        return None, cfg, errors  # a stale request: the supervisor asks only with a password
+    return why[:_WHY_MAX] if isinstance(why, str) and why else "requested", cfg, errors

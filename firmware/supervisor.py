@@ -72,6 +72,9 @@ class Supervisor:
         self._time_fails = 0
         self._saved_error = None
         self._error_ms = None  # uptime ms of the last save
+        # Setup mode (firmware/setup_request.py): Wi-Fi failing for too long, the BOOT button.
+        self._wifi_failing = None  # ticks_ms of the first join since Wi-Fi last worked
+        self._held = None  # the BOOT button's press: ticks_ms when it began, None, False
 
     # --- boot ----------------------------------------------------------------------------------
 
@@ -81,9 +84,8 @@ class Supervisor:
         self.pipeline.start(now)
         creds = self.store.read(_CREDS_RECORD)
         self.creds = creds if credentials.valid(creds) else None
-        if self._gesture is not None and self._gesture.boot(
-                now, hal.boot_button_held(self.cfg["boot_button_pin"])):
-            self.log.warn("boot", "re-provisioning requested (power-cycle gesture or button)")
+        if self._gesture is not None and self._gesture.boot(now):
+            self.log.warn("boot", "re-provisioning requested (power-cycle gesture)")
             self._reprovision = True
             self._marker.clear()
             self._show("gesture")
@@ -116,6 +118,10 @@ class Supervisor:
         self.pipeline.service(now)
         if self._gesture is not None:
             self._gesture.tick(now)
+        pin = self.cfg["boot_button_pin"]
+        if pin is not None and (self._held is not None or hal.boot_button_held(pin)):
+            from firmware import setup_request  # re-provision (3 s) or setup mode (10 s)
+            setup_request.step(self, now)
         if self._led is not None:
             self._led.update(now)
         self._persist_error()
@@ -138,7 +144,7 @@ class Supervisor:
                            " in %d.%ds" % (delay_ms // 1000, delay_ms % 1000 // 100) if delay_ms else "")
             self.state = state
         self._next_ms = self.hal.ticks_add(self.hal.ticks_ms(), delay_ms)
-        self._show(_LED_FOR.get(state, "connecting"))
+        self._show("wifi" if state == WIFI else "run" if state == RUN else "connecting")
 
     def _show(self, name):
         if self._led is not None and name is not None:
@@ -196,7 +202,9 @@ class Supervisor:
         hal = self.hal
         if hal.wifi_connected():
             self._wifi_since = None
-            self.log.info("wifi", "connected%s", _rssi_text(hal.wifi_rssi()))
+            self._wifi_failing = None
+            rssi = hal.wifi_rssi()
+            self.log.info("wifi", "connected%s", " (RSSI %d dBm)" % rssi if rssi is not None else "")
             self._backoff.reset()  # Wi-Fi retries say nothing about the server
             if self._clock.synced:
                 self._after_network()
@@ -208,12 +216,17 @@ class Supervisor:
             self.log.info("wifi", "joining %s", self.cfg["wifi_ssid"])
             hal.wifi_connect(self.cfg["wifi_ssid"], self.cfg["wifi_password"])
             self._wifi_since = now
+            if self._wifi_failing is None:
+                self._wifi_failing = now
         elif hal.ticks_diff(now, self._wifi_since) > _WIFI_JOIN_MS:
             self._wifi_since = None
+            why = hal.wifi_status()  # before disconnect(), which makes it "idle" on the ESP32
             hal.wifi_disconnect()
             delay = self._retry(WIFI)
             self.log.warn("wifi", "could not join %s (%s); retrying in %d s",
-                           self.cfg["wifi_ssid"], hal.wifi_status(), delay // 1000)
+                           self.cfg["wifi_ssid"], why, delay // 1000)
+            from firmware import setup_request  # setup mode after setup_after_s of this
+            setup_request.fail(self, now, why)
             return
         self._next_ms = hal.ticks_add(now, _WIFI_POLL_MS)
 
@@ -432,6 +445,3 @@ class Supervisor:
         finally:
             self.link.close()
 
-
-def _rssi_text(rssi):
-    return " (RSSI %d dBm)" % rssi if rssi is not None else ""

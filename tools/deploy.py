@@ -11,14 +11,15 @@ deploy, in this order, and nothing on the board is changed until every check pas
    file is checked to be DER (the board's mbedTLS rejects PEM). Without --ca, a meter that
    talks TLS to ThingsBoard Cloud (tb_host mqtt.thingsboard.cloud, tb_ca ca.der) gets the CA
    bundle that ships with the firmware, build/ca/thingsboard-cloud.der (tools/cloud_ca.py);
-2. firmware/ and lib/umqtt are compiled with mpy-cross (tools/build_device.py);
+2. firmware/, lib/umqtt and lib/microdot are compiled with mpy-cross (tools/build_device.py);
 3. the board is asked (read-only) for its .mpy version and architecture, whether its firmware
    already has umqtt.simple, whether the CA file is on it, and for its pulse index record; an
    incompatible board stops here, and so does --index/--kwh below what the board already
    counts (unless --force);
 4. one mpremote session creates the folders, removes firmware/*.py sources that would shadow
    the new .mpy files, copies main.py, boot.py, firmware/**/*.mpy, lib/umqtt (only when the
-   firmware lacks it), the config as config.json and the CA, writes the starting pulse index
+   firmware lacks it), lib/microdot (the setup page's server; with --frozen it is in the
+   image), the config as config.json and the CA, writes the starting pulse index
    (--index/--kwh), then resets the board. mpremote's cp compares sha256 on the board and skips
    unchanged files, so running deploy again copies only what changed.
 
@@ -114,10 +115,14 @@ def for_platform(files, platform):
     return list(files)
 
 
-def umqtt_files(tree):
-    d = os.path.join(tree, "lib", "umqtt")
-    return [(os.path.join(d, f), "lib/umqtt/" + f) for f in sorted(os.listdir(d))
+def lib_files(tree, package):
+    d = os.path.join(tree, "lib", package)
+    return [(os.path.join(d, f), "lib/%s/%s" % (package, f)) for f in sorted(os.listdir(d))
             if f.endswith(".mpy")]
+
+
+def umqtt_files(tree):
+    return lib_files(tree, "umqtt")
 
 
 def shipped_ca_applies(cfg):
@@ -388,6 +393,8 @@ def deploy(port, config_path, ca=None, march="xtensawin", frozen=False, reset=Tr
         if note:
             log("deploy: %s" % note)
     files = list(code)
+    if not frozen:
+        files += lib_files(tree, "microdot")  # setup mode's page server; no stock image has it
     if info.get("umqtt"):
         log("deploy: umqtt.simple is built into the board's firmware; not copied")
     else:

@@ -5,6 +5,7 @@
         --provision-key ... --provision-secret ... --pulse-pin 4 [--generate-token]
     python tools/meterconfig.py batch meters.csv --out devices [--defaults site.json] [--generate-token]
     python tools/meterconfig.py check devices/meter-0001.json [...]
+    python tools/meterconfig.py label devices/meter-0001.json [...]
 
 Every field is validated by firmware/config.py, the code the meter itself runs at boot: a
 file this tool writes is one the meter accepts, warnings included. A batch with any bad row
@@ -28,6 +29,11 @@ mqtt_password for MQTT_BASIC) are used as they are and the meter never provision
 (secrets module). The meter offers it when it provisions and falls back to it after a
 FAILURE, so a meter that lost its flash recovers by itself. An existing file's token is kept
 when the file is rewritten (--force), because the platform already knows it.
+
+Every meter also gets its own setup_password, from the same RNG: the WPA2 key of the access
+point it opens to be set up from a phone (README: setting Wi-Fi from a phone). It is kept when
+the file is rewritten, printed masked like every secret, and in full only by `label`, which
+prints what goes on the meter's label: the device name, its setup network and that password.
 """
 
 import argparse
@@ -47,9 +53,14 @@ if ROOT not in sys.path:
 from firmware import config  # noqa: E402  the meter's own validator: one set of rules
 from firmware.config import escape  # noqa: E402
 from firmware.log import mask  # noqa: E402
+from firmware.setup_ssid import ap_ssid  # noqa: E402  the access point's name, as the meter makes it
 
 TOKEN_ALPHABET = string.ascii_letters + string.digits
 TOKEN_LENGTH = 20  # 119 bits; ThingsBoard's own generated tokens are 20 characters too
+# The setup password is typed on a phone: lower case and digits without look-alikes (l 1 o 0),
+# 16 of them (80 bits) in groups of four: "k7qm-x2rt-9hvw-pe4a".
+SETUP_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
+SETUP_GROUPS = 4
 CSV_REQUIRED = ("device_name", "cups", "supplier_key", "wifi_ssid", "wifi_password")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TRUE = ("true", "yes", "1", "on")
@@ -62,6 +73,11 @@ class ConfigToolError(Exception):
 
 def generate_token():
     return "".join(secrets.choice(TOKEN_ALPHABET) for _ in range(TOKEN_LENGTH))
+
+
+def generate_setup_password():
+    return "-".join("".join(secrets.choice(SETUP_ALPHABET) for _ in range(4))
+                    for _ in range(SETUP_GROUPS))
 
 
 def coerce(name, text):
@@ -108,6 +124,9 @@ def build(raw, existing=None, generate=False, new_token=False, warnings=None):
             note = "generated"
     elif raw.get("access_token") is not None:
         note = "given"
+    if raw.get("setup_password") is None:
+        old = (existing or {}).get("setup_password")
+        raw["setup_password"] = old if isinstance(old, str) and old else generate_setup_password()
     cfg, more = config.validate(raw, warnings)
     errors += more
     name = raw.get("device_name")
@@ -207,12 +226,29 @@ def summary(cfg, note=""):
         parts.append("MQTT_BASIC client %s user %s password %s (ready: never provisions)" % (
             mask(cfg.get("mqtt_client_id")), mask(cfg.get("mqtt_username")),
             mask(cfg.get("mqtt_password"))))
+    if cfg["setup_password"]:
+        parts.append("setup %s/%s" % (ap_ssid(cfg["device_name"]) if cfg["device_name"]
+                                      else "meter-<MAC>-setup", mask(cfg["setup_password"])))
     return ", ".join(parts)
 
 
 def _print_warnings(where, warnings):
     for w in warnings:
         print("%s: warning: %s" % (where, w), file=sys.stderr)
+
+
+def label(cfg):
+    """What goes on the meter's label, the setup password in full: the one place it is shown."""
+    name = cfg["device_name"]
+    lines = [name or "(device name from the MAC)",
+             "  CUPS            %s" % cfg["cups"],
+             "  setup Wi-Fi     %s (WPA2)" % (ap_ssid(name) if name else "meter-<MAC>-setup")]
+    if cfg["setup_password"]:
+        lines.append("  setup password  %s" % cfg["setup_password"])
+    else:
+        lines.append("  setup password  none: this meter cannot be set up from a phone "
+                     "(meterconfig one/batch --force adds one)")
+    return "\n".join(lines)
 
 
 # --- batch ----------------------------------------------------------------------------------
@@ -354,6 +390,8 @@ def cmd_check(a):
         given.append((path, cfg))
         mode = os.stat(path).st_mode & 0o777
         warn = "  (warning: mode %03o; secrets inside: chmod 600)" % mode if mode & 0o077 else ""
+        if not cfg["setup_password"]:
+            warn += "  (warning: no setup_password: no setting Wi-Fi from a phone; --force adds one)"
         print("%s: ok: %s%s" % (path, summary(cfg), warn))
     # Unique across the files given and the other configs in their folders.
     owner = {}
@@ -372,6 +410,19 @@ def cmd_check(a):
                 print("%s: %s" % (path, _same_as(ident[0], os.path.relpath(others[0]))),
                       file=sys.stderr)
     return 1 if bad or clashes else 0
+
+
+def cmd_label(a):
+    bad = 0
+    for path in a.files:
+        cfg, errors = check_file(path)
+        if errors:
+            bad += 1
+            for e in errors:
+                print("%s: %s" % (path, e), file=sys.stderr)
+            continue
+        print(label(cfg))
+    return 1 if bad else 0
 
 
 def main(argv=None):
@@ -403,9 +454,13 @@ def main(argv=None):
     check = sub.add_parser("check", help="validate config files as the meter will")
     check.add_argument("files", nargs="+")
 
+    lab = sub.add_parser("label", help="the label text: name, setup network, setup password")
+    lab.add_argument("files", nargs="+")
+
     a = ap.parse_args(argv)
     try:
-        return {"one": cmd_one, "batch": cmd_batch, "check": cmd_check}[a.cmd](a)
+        return {"one": cmd_one, "batch": cmd_batch, "check": cmd_check,
+                "label": cmd_label}[a.cmd](a)
     except ConfigToolError as e:
         print("meterconfig: %s" % e, file=sys.stderr)
         return 2

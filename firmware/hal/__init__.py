@@ -15,6 +15,10 @@
 #   wifi_connect(ssid, password); wifi_disconnect(); wifi_connected(); wifi_status(); wifi_rssi()
 #   pulse_input(pin, pull_up, edge, handler, use_hw) -> hardware counter (.take()) or None
 #   led_setter(pin, inverted) -> callable(bool) or None (any push-pull output: the self-test
-#     drives its jumper pin with it, firmware/selftest.py); boot_button_held() -> bool
+#     drives its jumper pin with it, firmware/selftest.py)
+#   boot_button_held(pin) -> bool: down now (never waits; firmware/button.py times the press)
 #   wdt_start(timeout_ms); wdt_feed(); reset() (does not return)
 #   socket, ssl: the modules umqtt.simple and the TLS context use
+# and, for setup mode (firmware/setup_mode.py):
+#   wifi_scan() -> [(ssid, rssi dBm, secured)]; ap_open(ssid, password) -> (ip, http port,
+#   dns port): a WPA2 access point; ap_close(); ap_socket: the socket module its servers use

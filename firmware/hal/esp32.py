@@ -147,18 +147,15 @@ class Hal:
         self._pins.append(p)
         return (lambda on: p.value(not on)) if inverted else (lambda on: p.value(on))
 
-    def boot_button_held(self, pin=0, hold_ms=3000):
-        # A long press of BOOT (GPIO0 on most devkits) while powering up or within the first
-        # seconds requests re-provisioning, as the power-cycle gesture does.
+    def boot_button_held(self, pin=0):
+        # Is the BOOT button (GPIO0 on most devkits, to GND) down now? Never waits: the
+        # supervisor times the press from the main loop.
         if pin is None:
             return False
-        b = machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)
-        start = time.ticks_ms()
-        while b.value() == 0:
-            if time.ticks_diff(time.ticks_ms(), start) >= hold_ms:
-                return True
-            time.sleep_ms(20)
-        return False
+        b = self._button
+        if b is None:
+            b = self._button = machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)
+        return b.value() == 0
 
     def wdt_start(self, timeout_ms):
         self._wdt = machine.WDT(timeout=timeout_ms)

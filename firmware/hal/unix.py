@@ -11,6 +11,13 @@
 # - Network: METER_NET names a file holding "up" (default), "down" (Wi-Fi lost: no sockets, no
 #   DNS), "nodns" (Wi-Fi up, name resolution fails) or "nontp" (Wi-Fi, DNS and TCP work, NTP's
 #   UDP port 123 is blocked). Sockets are real TCP to the host.
+#   Further lines script the site's networks, one per line, tab-separated:
+#   "net<TAB><rssi dBm><TAB><ssid><TAB><password>". With any listed, a join works only with a
+#   listed network's name and password (else "access point not found" or "wrong password", as
+#   wifi_status() says), a joined meter drops off when its line changes (the site changed its
+#   password), and the access point's scan lists them; with none, every join works
+#   (firmware/hal/unix_ap.py judges them, loaded only when the script lists any).
+# - Access point (setup mode): firmware/hal/unix_ap.py, loaded only in setup mode.
 # - Time: the RTC reads the host's clock, and NTP answers from it, unless METER_NTP=fail, the
 #   network file says "nontp", or there is no network. METER_RTC models an RTC of its own
 #   instead (starting at 2000, drifting, jumping), and the board's TLS date check against it
@@ -154,9 +161,9 @@ class Hal:
             from firmware.hal import unixrtc
             self.epoch_ms = unixrtc.build(self, rtc).epoch_ms
         self._net_file = os.getenv("METER_NET")
-        self._net_state = "up"
+        self._net_state = "up"  # METER_NET's text: the state, then the site's networks
         self._net_ms = None
-        self._wifi_on = False
+        self._wifi_on = False  # or the (ssid, password) of the join asked for
         self._hw = None
         self._handler = None
         self._wake = None  # UDP socket on loopback: the pulse thread's doorbell
@@ -230,19 +237,30 @@ class Hal:
                     self._net_state = f.read().strip() or "up"
             except OSError:
                 self._net_state = "up"
-        return self._net_state
+        i = self._net_state.find("\n")
+        return self._net_state if i < 0 else self._net_state[:i]  # the site's networks follow
 
     def wifi_connect(self, ssid, password):
-        self._wifi_on = True
+        self._wifi_on = (ssid, password)
 
     def wifi_disconnect(self):
         self._wifi_on = False
 
+    # With the site's networks scripted, joins are judged by firmware/hal/unix_ap.py (loaded
+    # then only: normal operation here costs the heap it costs on the board).
     def wifi_connected(self):
-        return self._wifi_on and self._net() != "down"
+        state = self._net()
+        if "\n" in self._net_state:
+            from firmware.hal import unix_ap
+            return unix_ap.wifi_connected(self)
+        return self._wifi_on and state != "down"
 
     def wifi_status(self):
-        return "access point not found" if self._net() == "down" else "connected"
+        state = self._net()
+        if "\n" in self._net_state:
+            from firmware.hal import unix_ap
+            return unix_ap.wifi_status(self)
+        return "access point not found" if state == "down" else "connected"
 
     def wifi_rssi(self):
         return -55 if self.wifi_connected() else None
@@ -300,6 +318,7 @@ class Hal:
         return None  # pattern changes are logged by StatusLed
 
     def boot_button_held(self, pin=None):
+        # Is the button down now (never waits)? The file's presence is the press.
         path = os.getenv("METER_BUTTON")
         if not path or pin is None:
             return False

@@ -57,9 +57,11 @@ def test_deploy_status_then_the_deployed_files_boot_and_report(tmp_path, board, 
     files = board.files()
     tree = os.path.join(ROOT, "build", "device-xtensawin")
     expected = {rel for _l, rel in deploytool.device_files(tree)} | {
-        "config.json", "lib/umqtt/__init__.mpy", "lib/umqtt/simple.mpy"}
+        "config.json", "lib/umqtt/__init__.mpy", "lib/umqtt/simple.mpy",
+        "lib/microdot/__init__.mpy", "lib/microdot/microdot.mpy"}  # setup mode's page server
     assert set(files) == expected
-    for local, rel in deploytool.device_files(tree) + deploytool.umqtt_files(tree):
+    for local, rel in deploytool.device_files(tree) + deploytool.umqtt_files(tree) + \
+            deploytool.lib_files(tree, "microdot"):
         with open(local, "rb") as a, open(files[rel], "rb") as b:
             assert a.read() == b.read(), rel
     with open(cfg_path, "rb") as a, open(files["config.json"], "rb") as b:
@@ -182,7 +184,8 @@ def test_umqtt_in_the_firmware_is_not_copied_and_stale_sources_are_removed(tmp_p
     assert "umqtt.simple is built into the board's firmware; not copied" in r.stdout
     assert "removed firmware/supervisor.py" in r.stdout
     files = b.files()
-    assert not any(f.startswith("lib") for f in files)
+    assert not any(f.startswith("lib/umqtt") for f in files)
+    assert "lib/microdot/microdot.mpy" in files  # no image has it: always copied
     assert "firmware/supervisor.py" not in files and "firmware/supervisor.mpy" in files
 
 
@@ -309,7 +312,8 @@ def test_frozen_manifest_freezes_every_firmware_module(tmp_path):
     assert included == ["$(PORT_DIR)/boards/manifest.py"]  # keeps the port's umqtt.simple
     srcs = {rel.replace(os.sep, "/") + ".py" for _s, rel in build_device.sources(board=True)
             if rel.startswith("firmware")}
-    assert sorted(frozen) == sorted(srcs) and "firmware/hal/unix.py" not in srcs
+    assert set(frozen) == set(srcs) | {"microdot/__init__.py", "microdot/microdot.py"}
+    assert "firmware/hal/unix.py" not in srcs and "firmware/hal/unix_ap.py" not in srcs
     assert "firmware/hal/esp32.py" in srcs
     # The image carries the version stamped from this checkout, not the development default.
     title, version, _source = build_device.firmware_version()
@@ -325,6 +329,7 @@ def test_an_esp32_gets_no_unix_port_hal(tmp_path):
     esp32 = [r for _l, r in deploytool.for_platform(files, "esp32")]
     assert "firmware/hal/unix.mpy" not in esp32 and "firmware/hal/esp32.mpy" in esp32
     assert "firmware/hal/unixrtc.mpy" not in esp32  # the Unix HAL's RTC model
+    assert "firmware/hal/unix_ap.mpy" not in esp32 and "firmware/hal/esp32_ap.mpy" in esp32
     assert len(esp32) == len(files) - len(build_device.UNIX_ONLY)
     board = tmp_path / "board"
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_device.py"),
@@ -332,4 +337,5 @@ def test_an_esp32_gets_no_unix_port_hal(tmp_path):
     assert r.returncode == 0, r.stderr
     assert not (board / "firmware" / "hal" / "unix.mpy").exists()
     assert not (board / "firmware" / "hal" / "unixrtc.mpy").exists()
+    assert not (board / "firmware" / "hal" / "unix_ap.mpy").exists()
     assert (board / "firmware" / "hal" / "esp32.mpy").exists()

@@ -344,3 +344,47 @@ def test_undecodable_bytes_from_the_command_line_are_an_error_not_a_crash(tmp_pa
     assert "wifi_ssid: must be valid UTF-8 text" in r.stderr and "Traceback" not in r.stderr
     assert config.parse("{\"a\": \"\udcff\"}")[1] == ["config.json: not valid UTF-8"]
     assert "x\\xed\\xb3\\xbf: unknown field (typo?)" in config.validate({"x\udcff": 1})[1]
+
+
+def test_every_meter_gets_its_own_setup_password_printed_in_full_only_on_its_label(tmp_path):
+    out = str(tmp_path / "devices")
+    r = meterconfig(*one_args(out))
+    assert r.returncode == 0, r.stderr
+    path = os.path.join(out, "meter-0001.json")
+    with open(path) as f:
+        pw = json.load(f)["setup_password"]
+    assert len(pw) == 19 and pw.count("-") == 3
+    assert set(pw.replace("-", "")) <= set(mc.SETUP_ALPHABET) and not set("lo01") & set(pw)
+    assert config.parse(open(path).read())[1] == []  # a password the meter takes
+    assert_no_secret(r.stdout + r.stderr, pw)
+    assert "setup meter-0001-setup/%s...%s" % (pw[:2], pw[-2:]) in r.stdout  # masked
+    r = meterconfig(*one_args(out, force=True, set="pulses_per_kwh=800"))
+    assert r.returncode == 0 and json.load(open(path))["setup_password"] == pw  # kept
+    r = meterconfig("check", path)
+    assert r.returncode == 0 and pw not in r.stdout
+    r = meterconfig("label", path)
+    assert r.returncode == 0
+    assert r.stdout.splitlines() == ["meter-0001", "  CUPS            %s" % cups_for(1),
+                                     "  setup Wi-Fi     meter-0001-setup (WPA2)",
+                                     "  setup password  %s" % pw]
+
+
+def test_setup_passwords_come_from_the_cryptographic_rng_and_differ(monkeypatch):
+    pws = {mc.generate_setup_password() for _ in range(200)}
+    assert len(pws) == 200
+    calls = []
+    monkeypatch.setattr(mc.secrets, "choice", lambda seq: calls.append(1) or seq[0])
+    assert mc.generate_setup_password() == "aaaa-aaaa-aaaa-aaaa" and len(calls) == 16
+
+
+def test_a_file_without_a_setup_password_is_flagged_by_check(tmp_path):
+    out = str(tmp_path / "devices")
+    assert meterconfig(*one_args(out)).returncode == 0
+    path = os.path.join(out, "meter-0001.json")
+    raw = json.load(open(path))
+    del raw["setup_password"]
+    mc.write_private(path, raw)
+    r = meterconfig("check", path)
+    assert r.returncode == 0 and "no setup_password" in r.stdout
+    r = meterconfig("label", path)
+    assert "setup password  none: this meter cannot be set up from a phone" in r.stdout

@@ -104,3 +104,15 @@ def test_make_sim_on_a_machine_without_python3_venv_says_so_in_one_line(tmp_path
                          "" if os.getuid() == 0 else "sudo ")], r.stderr
     assert "Traceback" not in r.stdout + r.stderr
     assert not venv.exists()
+
+
+def test_make_test_also_needs_chromium_for_the_setup_page_test(tmp_path):
+    bindir = fake_bin(tmp_path, GOOD)
+    assert check(bindir, "--list").stdout == ""  # make sim does not need it
+    r = check(bindir, "--list", "--test")
+    assert r.returncode == 0 and r.stdout == "chromium\n"
+    r = check(bindir, "--test")
+    assert r.returncode == 1 and "missing system packages: chromium (" in r.stderr
+    (tmp_path / "bin" / "chromium").write_text("#!/bin/sh\n")
+    (tmp_path / "bin" / "chromium").chmod(0o755)
+    assert check(bindir, "--test", "--list").stdout == ""

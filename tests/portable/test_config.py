@@ -331,3 +331,25 @@ def test_tb_ca_is_a_plain_file_name():
     for name in ("ca der", "ca.der\n", "c\u00e4.der", "ca;rm"):
         errors = _errors(tb_ca=name)
         assert len(errors) == 1 and errors[0].startswith("tb_ca: "), (name, errors)
+
+
+def test_the_setup_access_point_fields():
+    cfg, errors = config.validate(dict(GOOD))
+    assert errors == [] and cfg["setup_password"] is None  # no password: it never opens
+    assert cfg["setup_after_s"] == 600 and cfg["setup_timeout_s"] == 900
+    assert _errors(setup_password="abcd-efgh-jkmn-pqrs", setup_after_s=0) == []
+    assert _errors(setup_password="short") == [
+        "setup_password: must be 8 to 63 characters, got 5"]
+    assert _errors(setup_password="x" * 64) == [
+        "setup_password: must be 8 to 63 characters, got 64"]
+    assert _errors(setup_password="caf\u00e9-password") == [
+        "setup_password: must be printable ASCII (a WPA2 passphrase)"]
+    assert _errors(setup_password="tab\there-123") == [
+        "setup_password: must not contain control characters"]
+    assert _errors(setup_after_s=29) == [
+        "setup_after_s: must be 0 (never by itself) or at least 30"]
+    assert _errors(setup_timeout_s=59) == [
+        "setup_timeout_s: must be between 60 and 3600, got 59"]
+    assert "setup_password" in config.SECRET_FIELDS
+    errors = _errors(setup_password="pw")
+    assert errors and "pw" not in errors[0].split(":", 1)[1]  # never echoed

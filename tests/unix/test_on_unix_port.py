@@ -52,3 +52,17 @@ def test_the_interned_name_table_stays_below_its_next_doubling():
     assert m, r.stdout
     n_qstr = int(m.group(2))
     assert n_qstr <= 580, "%d interned names: the budget is 580 (the table doubles at ~620)" % n_qstr
+
+
+def test_setup_mode_interns_its_names_in_one_early_growth_and_stays_below_the_next():
+    # Setup mode is a boot of its own (firmware/startup.py setup_reason()): microdot and the
+    # page take the table of interned names past one doubling (normal operation never does:
+    # the budget above), so firmware/setup_mode.py loads them first, while the heap still has
+    # the pool's one block; the next doubling (about 1270 names) must stay out of reach.
+    device = ensure_device_tree()
+    env = dict(os.environ, MICROPYPATH=os.path.join(device, "lib") + ":" + device + ":.frozen")
+    r = subprocess.run([MICROPYTHON, "-X", "heapsize=2M", "tests/unix/setup_budget.py"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    n_qstr = int(re.search(r"n_qstr=(\d+)", r.stdout).group(1))
+    assert n_qstr <= 1000, "%d interned names in setup mode: the budget is 1000" % n_qstr
