@@ -4,7 +4,9 @@ A VirtualMeter owns what the board would: a flash image (LittleFS2, see firmware
 the pulse input (a FIFO; every byte is one edge), the Wi-Fi (a file holding up/down/nodns), the
 unique id, and the power supply: power_on() starts `micropython main.py` from the device tree
 (tools/build_device.py), power_cut() is SIGKILL, and a firmware reset (exit code 3) powers it
-straight back on, like the chip's reset line. Console lines are kept with host timestamps.
+straight back on, like the chip's reset line, telling the new boot it was a reset
+(METER_RESET=1, as the ESP32's reset reason register would). Console lines are kept with host
+timestamps.
 
 Used by the end-to-end tests, `make sim` and `make bench`.
 """
@@ -77,6 +79,7 @@ class VirtualMeter:
         self.lines = []  # (host time, text)
         self.boots = 0
         self.exits = []  # (host time, return code)
+        self.reset_cause = 0  # of the running boot: 0 power-up, 1 reset (firmware/hal/unix.py)
         self.proc = None
         self.powered = False
         self.auto_restart = True
@@ -176,11 +179,14 @@ class VirtualMeter:
                  METER_FLASH=self.flash, METER_PULSES=self.fifo, METER_NET=self.netfile,
                  METER_UID=self.uid, METER_BUTTON=self.buttonfile)
         e.update(self.extra_env)
+        if self.reset_cause:
+            e["METER_RESET"] = str(self.reset_cause)
         return e
 
-    def power_on(self):
+    def power_on(self, reset_cause=0):
         with self._lock:
             assert not self.powered
+            self.reset_cause = reset_cause
             self.proc = subprocess.Popen(
                 [MICROPYTHON, "-X", "heapsize=" + self.heap, os.path.join(self.device_dir, "main.py")],
                 cwd=self.dir, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -212,7 +218,7 @@ class VirtualMeter:
             self._cond.notify_all()
             restart = self.auto_restart and rc == RESET_EXIT_CODE
         if restart:
-            self.power_on()
+            self.power_on(reset_cause=1)
 
     def power_cut(self):
         """SIGKILL: the power fails. Returns once the process is gone."""
