@@ -187,7 +187,7 @@ class Pipeline:
         hal = self._hal
         link.publish(telemetry.TOPIC, telemetry.health(
             self._clock.epoch_ms(), self.uptime_s(), hal.wifi_rssi(), hal.mem_free(),
-            self.pulses.missed_edges), 0)
+            self.pulses.missed_edges, hal.idf_heap()), 0)
 
     # --- planned stop ----------------------------------------------------------------------------
 

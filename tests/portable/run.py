@@ -6,7 +6,7 @@ import os
 import sys
 
 MODULES = ("test_cups", "test_config", "test_store", "test_backoff", "test_pulses",
-           "test_backlog_pacing",
+           "test_backlog_pacing", "test_values",
            "test_payloads", "test_gesture_queue_led")
 
 
