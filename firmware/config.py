@@ -63,7 +63,7 @@ FIELDS = {
     "status_led_pin": (_OPTINT, None, False, (0, 48)),
     "status_led_inverted": (_BOOL, False, False, None),
     "boot_button_pin": (_OPTINT, 0, False, (0, 48)),  # BOOT on devkits; null: no button
-    "wdt_timeout_s": (_INT, 120, False, (30, 3600)),
+    "wdt_timeout_s": (_INT, 120, False, (60, 3600)),  # above DNS + one exchange, twice over (README)
     "buffer_points": (_INT, 2880, False, (16, 100000)),  # offline readings kept on flash
 }
 
