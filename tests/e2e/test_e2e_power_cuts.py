@@ -10,14 +10,19 @@ on flash, unless a re-provisioning request cleared the record; credentials on fl
 meter has them, always the working ones (never lost, never replaced by anything the platform
 refuses); a pulse index that never goes backwards, and no cut losing more than the documented
 bound: the pulses of the last persist_interval_s (plus the step in which the write happens).
-At the end every meter reports with its working credentials."""
+At the end every meter reports with its working credentials. One of the four came
+provisioned from the factory with a configured device token the platform does not know: each
+re-provisioning it serves ends in FAILURE and a refused token, and must go straight back to
+the credentials on flash."""
 
+import binascii
+import json
 import os
 import random
 import threading
 import time
 
-from e2e_support import base_config, device_name
+from e2e_support import KEY, base_config, device_name
 from lab.meterhost import PulseTrain
 
 METERS = 4
@@ -26,6 +31,12 @@ RATE = 20  # pulses/s (72 kW at 1000 imp/kWh: far above a household, to stress t
 PERSIST_S = 10
 BOUND = RATE * (PERSIST_S + 2)
 REQUESTED = "re-provisioning requested"
+
+
+def record(obj):
+    # A state record as firmware/store.py writes it: JSON, newline, crc32 hex, newline.
+    body = json.dumps(obj).encode()
+    return body + b"\n%08x\n" % (binascii.crc32(body) & 0xFFFFFFFF)
 
 
 def index_of(m):
@@ -38,13 +49,13 @@ def gesture_count(m):
     return rec.get("n", 0) if rec else 0
 
 
-def exercise(sim, m, rng, report):
+def exercise(sim, m, rng, report, working):
     name = device_name(m.uid)
-    working = {"type": "ACCESS_TOKEN", "token": m.config["access_token"]}
     train = PulseTrain(m, 1000, lambda t: RATE * 3600.0)
     train.start()
     st = {"prev": 0, "marker_posts": None, "marker_requests": None, "had_creds": False,
-          "worst": 0, "mid_gesture": 0, "mid_reprovisioning": 0, "requests": 0}
+          "worst": 0, "mid_gesture": 0, "mid_reprovisioning": 0, "requests": 0,
+          "back_to_working": 0}
 
     def cycle(cut, wait=None, up=None):
         # One power-up and one cut, with every check. wait: a console line to wait for first.
@@ -71,8 +82,8 @@ def exercise(sim, m, rng, report):
         assert 0 <= loss <= BOUND, (cut, up, boot_index, delivered, after)
         st["worst"] = max(st["worst"], loss)
         creds = m.record("creds")
-        # The only credentials this device has: its device-supplied token. Once on flash they
-        # stay, whatever the gesture and the cuts did.
+        # The only credentials this device has. Once on flash they stay, whatever the gesture
+        # and the cuts did.
         assert creds in (None, working), (cut, creds)
         assert creds is not None or not st["had_creds"], (cut, "working credentials lost")
         st["had_creds"] = creds is not None
@@ -104,10 +115,11 @@ def exercise(sim, m, rng, report):
                             >= index_of(m), 30), (name, sim.device(name)["latestTelemetry"])
         assert m.record("creds") == working
         st["requests"] = m.count(REQUESTED)
+        st["back_to_working"] = m.count(r"reconnecting with the working credentials")
     finally:
         train.stop()
     report[m.uid] = {k: st[k] for k in ("worst", "mid_gesture", "mid_reprovisioning", "requests",
-                                        "marker_posts")}
+                                        "back_to_working", "marker_posts")}
     report[m.uid]["boots"] = m.boots
 
 
@@ -118,11 +130,21 @@ def test_two_hundred_power_cuts_converge_with_the_gesture_on(sim, meters):
                              persist_interval_s=PERSIST_S),
                  uid="c0ffee%06d" % i)
           for i in range(METERS)]
+    working = [{"type": "ACCESS_TOKEN", "token": m.config["access_token"]} for m in ms]
+    # The last meter came from the factory provisioned (device made by an administrator, its
+    # token on flash), with an access_token in its config the platform does not know: every
+    # gesture gets FAILURE (the name exists), then CONNACK 5 for that token, and must go
+    # straight back to the token on flash. (Before the fix it waited retry_slow_s, an hour,
+    # and with the request kept on flash every boot after did the same.)
+    factory = {"type": "ACCESS_TOKEN", "token": "factory-token-%d" % seed}
+    sim.add_device(device_name(ms[-1].uid), profile_key=KEY, token=factory["token"])
+    ms[-1].put_file("state/creds.json", record(factory))
+    working[-1] = factory
     report, errors = {}, []
 
     def run(i, m):
         try:
-            exercise(sim, m, random.Random(seed * 100 + i), report)
+            exercise(sim, m, random.Random(seed * 100 + i), report, working[i])
         except BaseException as e:  # noqa: BLE001 - re-raised below with the seed
             errors.append((m.uid, repr(e)))
 
@@ -140,9 +162,11 @@ def test_two_hundred_power_cuts_converge_with_the_gesture_on(sim, meters):
         assert seen == sorted(seen), ("E2E_SEED=%d" % seed, name, "index went backwards")
         assert report[m.uid]["marker_posts"] is not None, ("never acknowledged", name)
         assert sim.device(name)["clientAttributes"]
-        assert sim.device(name)["credentials"] == m.config["access_token"]
+    for m, w in zip(ms, working):
+        assert sim.device(device_name(m.uid))["credentials"] == w["token"]
     print("power-cut report:", report)
     # What the run went through: gestures, and cuts in the middle of them and of the
     # re-provisioning they asked for (each meter plays at least one of the latter).
     assert all(r["requests"] >= 1 and r["mid_reprovisioning"] >= 1 for r in report.values()), report
     assert sum(r["mid_gesture"] for r in report.values()) >= METERS, report
+    assert report[ms[-1].uid]["back_to_working"] >= 1, report
