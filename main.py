@@ -11,6 +11,7 @@ import micropython
 from micropython import const
 
 _GC_EVERY = const(16384)  # bytes allocated between automatic collections
+_CONSOLE_WDT_MS = const(3600000)
 
 
 def build(hal, log, store, payload):
@@ -90,7 +91,16 @@ def main():
         gc.threshold(_GC_EVERY)
         meter.run_forever()
     except KeyboardInterrupt:
-        raise  # Ctrl-C at the console (or SIGINT on the Unix port): a person is in charge
+        # Ctrl-C at the console (or SIGINT on the Unix port): a person is in charge. A started
+        # watchdog cannot be stopped; where the port lets its timeout change, the console gets
+        # an hour, and a console left open still ends in a reset back to metering.
+        try:
+            hal.wdt_start(_CONSOLE_WDT_MS)
+            log.warn("main", "stopped at the console: the board resets in %d min (watchdog)",
+                     _CONSOLE_WDT_MS // 60000)
+        except Exception:
+            log.warn("main", "stopped at the console: the board resets within wdt_timeout_s")
+        raise
     except Exception as e:
         log.error("main", "unexpected %s: %s", type(e).__name__, e)
         sys.print_exception(e)

@@ -93,7 +93,7 @@ FIELDS = {
     "status_led_pin": (_OPTPIN, None, False, (0, 39)),
     "status_led_inverted": (_BOOL, False, False, None),
     "boot_button_pin": (_OPTPIN, 0, False, (0, 39)),  # BOOT on devkits; null: no button
-    "wdt_timeout_s": (_INT, 120, False, (30, 3600)),
+    "wdt_timeout_s": (_INT, 120, False, (60, 3600)),  # above DNS + one exchange, twice over (README)
     "buffer_points": (_INT, 2880, False, (16, 100000)),  # offline readings kept on flash
     # The setup access point (README: technician's guide; firmware/setup_mode.py).
     "setup_password": (_OPTSTR, None, False, (8, 63)),  # WPA2 key, from meterconfig; null: never

@@ -1,10 +1,16 @@
 # The technician's re-provision gesture: N power-ups in a row, each within a short window
 # (default 4, 10 s: the fast power-cycle recovery that Tasmota users know).
 #
-# Every boot increments a counter on flash; once the meter has stayed up for the window, the
-# counter goes back to 0. Reaching N raises a request, also kept on flash, so a power cut
+# Every power-up increments a counter on flash; once the meter has stayed up for the window,
+# the counter goes back to 0. Reaching N raises a request, also kept on flash, so a power cut
 # while it is being served does not lose it; the meter clears it once the new provisioning
 # attempt got an answer and the attributes were acknowledged.
+#
+# Only power-ups count. A reset while powered (main.py's reset after a crash, a planned reset,
+# a panic, the watchdog) is told apart by the chip's reset cause (hal.reset_cause(): the reset
+# reason register survives a reset, not a power loss) and sets the counter back to 0: four
+# crashes within the window after boot are not a technician's hand, and a reset breaks a
+# gesture in progress.
 #
 # A brownout series can look like the gesture. That is harmless by design: the request never
 # destroys working credentials (they are replaced only by ones the platform just issued), and
@@ -25,18 +31,19 @@ class BootGesture:
         self.requested = False
         self._armed = False  # counter still needs clearing after the window
 
-    def boot(self, now_ms, button_held=False):
-        """Count this power-up. Returns True when a re-provisioning is requested."""
+    def boot(self, now_ms, counted=True):
+        """Count this boot (counted: power was applied, not a reset while powered). Returns
+        True when a re-provisioning is requested."""
         rec = self._store.read(_RECORD) or {}
         count = rec.get("n", 0) if isinstance(rec.get("n"), int) else 0
         requested = rec.get("req") is True
-        if self._cycles:
+        if not counted:
+            count = 0
+        elif self._cycles:
             count += 1
             if count >= self._cycles:
                 requested = True
                 count = 0
-        if button_held:
-            requested = True
         self._count = count
         self.requested = requested
         if rec.get("n") != count or rec.get("req") is not requested:

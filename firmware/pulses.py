@@ -60,7 +60,13 @@ _FORGET_MS = const(86400000)
 def energy_parts(index, per_kwh):
     """kWh for a pulse index as (whole, fraction, decimal places): integer math only, no float
     rounding. Exact whenever pulses_per_kwh has no prime factor but 2 and 5 (100, 800, 1000,
-    2000, 10000, ...); otherwise rounded to 9 decimals, far below one pulse."""
+    2000, 10000, ...); otherwise rounded to 9 decimals, far below one pulse.
+
+    Every intermediate stays below the fraction's scale (or pulses_per_kwh x 10), so on the
+    ESP32 the arithmetic is small-int (below 2**30: no heap allocation) for any index, as long
+    as the exact decimal needs at most 9 places (every constant above does; 25600 and beyond
+    would need more). index * 10**places, the obvious way, passes 2**30 after 1074 kWh at
+    1000 imp/kWh and then allocates big-int temporaries for every reading."""
     c = per_kwh
     places = 0
     while c % 10 == 0:
@@ -73,15 +79,21 @@ def energy_parts(index, per_kwh):
     while c % 5 == 0:
         c //= 5
         fives += 1
+    whole, rem = divmod(index, per_kwh)
     if c == 1:
         places += twos if twos > fives else fives
-        scale = 10 ** places
-        whole, frac = divmod(index * scale // per_kwh, scale)
-    else:
-        places = 9
-        scale = 10 ** places
-        whole, frac = divmod((index * scale + per_kwh // 2) // per_kwh, scale)
-    return whole, frac, places
+        # per_kwh divides 10**places: the fraction is rem scaled, exactly.
+        return whole, rem * (10 ** places // per_kwh), places
+    # Long division, one digit at a time: rem * 10 < per_kwh * 10 throughout.
+    frac = 0
+    for _ in range(9):
+        d, rem = divmod(rem * 10, per_kwh)
+        frac = frac * 10 + d
+    if 2 * rem >= per_kwh:  # round half up, as (index * 10**9 + per_kwh // 2) // per_kwh
+        frac += 1
+        if frac == 1000000000:
+            whole, frac = whole + 1, 0
+    return whole, frac, 9
 
 
 def energy_text(index, per_kwh):

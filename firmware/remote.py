@@ -8,6 +8,18 @@
 #   reprovision  -> as the technician's power-cycle gesture: provision again and resend the
 #                   attributes, keeping the working credentials if the platform says no
 #   anything else -> {"error": "unknown method"}
+#
+# Acting twice on one request is ruled out: ThingsBoard (default BURST strategy) sends every
+# delivered but unanswered two-way RPC again, with the same request id, to the next session
+# that subscribes, until it expires (docs/thingsboard.md §14.8); a meter that reset before its
+# reply got out would reset again on every reconnect. So before acting on reboot or
+# reprovision the meter writes the request id and method to flash (state/rpc.json); the same
+# id and method in the first _REPEAT_MS of the next session is answered {"result": "already
+# done"} and not acted on. Request ids restart at 0 when ThingsBoard restarts, so the record is
+# honoured only then, and removed once that window has passed: after it, the same id is a new
+# request. The record goes to flash before the reply, and the action follows whether or not
+# the reply got out; a power cut between the record and the action (milliseconds) loses that
+# one action, which a new request serves.
 # Shared attribute: publish_interval_s (2..86400 s), applied until the next reset; pushed on
 # v1/devices/me/attributes and fetched once per connection with an attribute request.
 #
@@ -22,6 +34,7 @@ import json
 from micropython import const
 
 from firmware import credentials, version
+from firmware.link import LinkError
 
 _RPC_FILTER = const(b"v1/devices/me/rpc/request/+")
 _ATTR_TOPIC = const(b"v1/devices/me/attributes")
@@ -31,16 +44,26 @@ _RPC_PREFIX = const(b"v1/devices/me/rpc/request/")
 _RPC_REPLY = const("v1/devices/me/rpc/response/%s")
 _INTERVAL_KEY = const("publish_interval_s")
 _INBOX = const(4)
+_ACTED = const("rpc")  # record: {"rid": "<request id>", "method": "reboot" | "reprovision"}
+_ACTING = const(("reboot", "reprovision"))
+_REPEAT_MS = const(60000)  # redeliveries come in the burst after SUBSCRIBE: generous
 
 
 class Remote:
-    def __init__(self, log):
+    def __init__(self, log, store=None):
         self._log = log
+        self._store = store
         self._inbox = []
         self.dropped = 0
+        self._acted = False  # (request id, method) last acted on; None: none; False: not read yet
+        self._since = None  # ticks_ms of this session's first service(), or of the last action
 
     def on_connect(self, link):
         """Subscribe and ask for the current shared attribute. False when refused."""
+        self._since = None
+        # Whatever a closed session left unread is stale: ThingsBoard sends unanswered RPCs
+        # again after the SUBSCRIBE, and the shared attribute is fetched again below.
+        self._inbox.clear()
         if not link.subscribe(_RPC_FILTER, 1) or not link.subscribe(_ATTR_TOPIC, 1):
             self._log.warn("remote", "the server refused a subscription")
             return False
@@ -55,12 +78,25 @@ class Remote:
         self._inbox.append((bytes(topic), msg))
 
     def service(self, meter, link):
+        hal = meter.hal
+        now = hal.ticks_ms()
+        if self._acted is False:  # once per boot: what the boot before acted on
+            rec = self._store.read(_ACTED) if self._store is not None else None
+            self._acted = (rec["rid"], rec["method"]) if isinstance(rec, dict) and \
+                isinstance(rec.get("rid"), str) and rec.get("method") in _ACTING else None
+        if self._since is None:
+            self._since = now
+        elif self._acted is not None and hal.ticks_diff(now, self._since) >= _REPEAT_MS:
+            # The window after the session that followed the action is over: from now on the
+            # same request id is a new request (ThingsBoard restarted), not a resend.
+            self._acted = None
+            self._store.remove(_ACTED)
         if self.dropped:
             self._log.warn("remote", "%d messages dropped: more than %d waiting", self.dropped, _INBOX)
             self.dropped = 0
-        while self._inbox:
+        while self._inbox and link.connected:  # a reprovision closes the session
             topic, msg = self._inbox.pop(0)
-            handle(meter, link, self._log, topic, msg)
+            handle(meter, link, self._log, topic, msg, self)
 
 
 def _parse(msg):
@@ -70,9 +106,9 @@ def _parse(msg):
         return None
 
 
-def handle(meter, link, log, topic, msg):
+def handle(meter, link, log, topic, msg, remote=None):
     if topic.startswith(_RPC_PREFIX):
-        _rpc(meter, link, log, topic[len(_RPC_PREFIX):], msg)
+        _rpc(meter, link, log, topic[len(_RPC_PREFIX):], msg, remote)
     elif topic == _ATTR_TOPIC:
         _shared(meter, log, _parse(msg), "pushed")
     elif topic == _ATTR_RESPONSE:
@@ -99,7 +135,7 @@ def status(meter):
 
 # --- RPC -------------------------------------------------------------------------------------
 
-def _rpc(meter, link, log, rid, msg):
+def _rpc(meter, link, log, rid, msg, remote):
     if not (0 < len(rid) <= 10 and rid.isdigit()):
         log.warn("remote", "RPC with a malformed request id ignored")
         return
@@ -113,12 +149,29 @@ def _rpc(meter, link, log, rid, msg):
     log.info("remote", "RPC %s: %s", rid.decode(), method[:32])
     if method == "status":
         _reply(link, rid, status(meter))
-    elif method == "reboot":
-        _reply(link, rid, {"result": "rebooting"})
-        meter.reboot("RPC reboot")
-    elif method == "reprovision":
-        _reply(link, rid, {"result": "reprovisioning"})
-        meter.request_reprovision("RPC reprovision")
+    elif method in _ACTING:
+        if remote is not None:
+            hal = meter.hal
+            now = hal.ticks_ms()
+            key = (rid.decode(), method)
+            if remote._acted == key and hal.ticks_diff(now, remote._since) < _REPEAT_MS:
+                # Acted on, in this session or the one before, within the window: a resend.
+                log.warn("remote", "RPC %s: %s already done (a resend); not again", key[0],
+                         method)
+                _reply(link, rid, {"result": "already done"})
+                return
+            if remote._store is not None:  # on flash before acting
+                remote._store.write(_ACTED, {"rid": key[0], "method": method})
+            remote._acted = key
+            remote._since = now  # the window runs from the action, and again from the next session
+        try:
+            _reply(link, rid, {"result": "rebooting" if method == "reboot" else "reprovisioning"})
+        except LinkError:
+            pass  # acted on all the same: the resend on the next session gets "already done"
+        if method == "reboot":
+            meter.reboot("RPC reboot")
+        else:
+            meter.request_reprovision("RPC reprovision")
     else:
         _reply(link, rid, {"error": "unknown method"})
 

@@ -17,7 +17,15 @@
 #   CONNACK 3;
 # - a credential is replaced only by one the platform just issued (SUCCESS) or by the configured
 #   device token after it was accepted (CONNACK 0); FAILURE and NOT_FOUND keep what we have;
+# - working credentials are never stranded: issued ones are stored with the working ones beside
+#   them ("working") until a CONNACK 0 proves them, and a refused device token or refused issued
+#   credentials send the meter straight back to the working ones;
 # - NOT_FOUND and FAILURE with no way forward are retried slowly (retry_slow_s), never hammered.
+#
+# No storm, whatever the server answers: every way back to an earlier state waits the jittered
+# backoff (Wi-Fi joins and NTP have their own, _join), and only a PUBACK resets it. A SUCCESS
+# does not: a server that issues credentials and then refuses them (CONNACK 5) gets one
+# provision -> connect round, and one credential write, per backoff delay.
 # The provisioning exchange itself lives in firmware/provision.py, loaded only while needed; it
 # returns a decision (firmware/states.py) that step_provision() applies.
 
@@ -59,6 +67,9 @@ class Supervisor:
         self._on_healthy = on_healthy  # called once after an hour of running (crash counter)
         self._marker = attributes.AttributeMarker(store)
         self._backoff = Backoff(cfg["retry_min_s"] * 1000, cfg["retry_max_s"] * 1000, rand)
+        # Wi-Fi joins and NTP: local failures that say nothing about the server, kept apart so
+        # a join neither resets nor inflates the server's backoff.
+        self._join = Backoff(cfg["retry_min_s"] * 1000, cfg["retry_max_s"] * 1000, rand)
         self._slow = Backoff(cfg["retry_slow_s"] * 1000, cfg["retry_slow_s"] * 4000, rand)
         self._session_ok = False  # the server acknowledged something on this connection
         self.state = None
@@ -84,12 +95,16 @@ class Supervisor:
         self.pipeline.start(now)
         creds = self.store.read(_CREDS_RECORD)
         self.creds = creds if credentials.valid(creds) else None
-        if self._gesture is not None and self._gesture.boot(now):
+        # Only a power-up counts toward the gesture: a reset the firmware made (a crash's,
+        # a planned one) or the watchdog's is not the technician's hand (firmware/hal).
+        cause = hal.reset_cause()
+        if self._gesture is not None and self._gesture.boot(now, cause == 0):
             self.log.warn("boot", "re-provisioning requested (power-cycle gesture)")
             self._reprovision = True
             self._marker.clear()
             self._show("gesture")
-        self.log.info("boot", "device %s, %s, pulse index %d, %s", self.device_name,
+        self.log.info("boot", "device %s, %s, %s, pulse index %d, %s", self.device_name,
+                       ("after power-up", "after a reset", "after a watchdog reset")[cause],
                        "credentials stored (%s)" % credentials.describe(self.creds)
                        if self.creds else "no credentials", self.pipeline.pulses.index,
                        "TLS to %s:%d" % (self.cfg["tb_host"], self.cfg["tb_port"]) if self.tls
@@ -152,22 +167,19 @@ class Supervisor:
                 name = "gesture"
             self._led.show(name, self.hal.ticks_ms())
 
-    def _retry(self, state, slow=False):
-        delay = (self._slow if slow else self._backoff).next_ms()
+    def _retry(self, state, backoff=None, slow=False):
+        delay = (self._slow if slow else backoff or self._backoff).next_ms()
         self._goto(state, delay)
         if slow:
             self._show("waiting")
         return delay
 
     def _keep_credentials(self, creds):
-        # On flash before they are used: a power cut after this finds them.
-        self.store.write(_CREDS_RECORD, creds)
+        # On flash before they are used: a power cut after this finds them. The same
+        # credentials again (a device token accepted once more) cost no flash write.
+        if creds != self.creds:
+            self.store.write(_CREDS_RECORD, creds)
         self.creds = creds
-
-    def _backoff_reset(self):
-        # The platform answered: the next failure starts the backoff from the bottom again.
-        self._backoff.reset()
-        self._slow.reset()
 
     def _acknowledged(self):
         # A PUBACK. Only now does the session count as working: a server that accepts the
@@ -175,7 +187,9 @@ class Supervisor:
         # the meter's backoff growing instead of being reconnected to every retry_min_s.
         if not self._session_ok:
             self._session_ok = True
-            self._backoff_reset()
+            # The next failure starts the backoff from the bottom again.
+            self._backoff.reset()
+            self._slow.reset()
 
     def _advance(self, now):
         s = self.state
@@ -203,28 +217,38 @@ class Supervisor:
         if hal.wifi_connected():
             self._wifi_since = None
             self._wifi_failing = None
+            self._join.reset()
             rssi = hal.wifi_rssi()
             self.log.info("wifi", "connected%s", " (RSSI %d dBm)" % rssi if rssi is not None else "")
-            self._backoff.reset()  # Wi-Fi retries say nothing about the server
             if self._clock.synced:
                 self._after_network()
             else:
                 self._time_fails = 0
                 self._goto(TIME)
             return
+        ssid = self.cfg["wifi_ssid"]
         if self._wifi_since is None:
-            self.log.info("wifi", "joining %s", self.cfg["wifi_ssid"])
-            hal.wifi_connect(self.cfg["wifi_ssid"], self.cfg["wifi_password"])
+            self.log.info("wifi", "joining %s", ssid)
+            try:
+                hal.wifi_connect(ssid, self.cfg["wifi_password"])
+            except Exception as e:  # ESP32: "Wifi Internal Error" while it is still connecting
+                delay = self._retry(WIFI, self._join)
+                self.log.warn("wifi", "could not start joining %s (%s); retrying in %d s",
+                               ssid, e, delay // 1000)
+                return
             self._wifi_since = now
             if self._wifi_failing is None:
                 self._wifi_failing = now
         elif hal.ticks_diff(now, self._wifi_since) > _WIFI_JOIN_MS:
             self._wifi_since = None
-            why = hal.wifi_status()  # before disconnect(), which makes it "idle" on the ESP32
-            hal.wifi_disconnect()
-            delay = self._retry(WIFI)
-            self.log.warn("wifi", "could not join %s (%s); retrying in %d s",
-                           self.cfg["wifi_ssid"], why, delay // 1000)
+            why = hal.wifi_status()  # before disconnect(), which replaces the reason with "idle"
+            try:
+                hal.wifi_disconnect()
+            except Exception:
+                pass  # the next join starts with a disconnect anyway
+            delay = self._retry(WIFI, self._join)
+            self.log.warn("wifi", "could not join %s (%s); retrying in %d s", ssid, why,
+                           delay // 1000)
             from firmware import setup_request  # setup mode after setup_after_s of this
             setup_request.fail(self, now, why)
             return
@@ -246,13 +270,14 @@ class Supervisor:
         if go:
             self._after_network()
         else:
-            self._retry(TIME)
+            self._retry(TIME, self._join)
 
     def _step_provision(self):
         # Loaded only while needed: most boots never provision (unloaded again when the meter
         # reaches the run state).
         from firmware import provision
         working = self._reprovision and self.creds is not None and not self._rejected
+        self.hal.wdt_feed()  # a safe point: each exchange below has its own deadline
         decision, creds = provision.attempt(
             self.link, self.cfg, self.device_name, self.tls, self.log, working,
             self._gesture_tries, self._candidate is not None)
@@ -264,9 +289,16 @@ class Supervisor:
         # Every other decision serves the re-provisioning request, if there was one.
         self._reprovision = False
         if decision == NEW_CREDENTIALS:
+            # Not a reason to reset the backoff: only a PUBACK is (a server may issue
+            # credentials and then refuse them). The working ones stay beside the new ones
+            # until a CONNACK 0 proves these.
+            old = self.creds
+            if old is not None and not self._rejected:
+                old = {k: old[k] for k in old if k != "working"}
+                if old != creds:
+                    creds["working"] = old
             self._keep_credentials(creds)
             self._rejected = False
-            self._backoff_reset()
             self._goto(CONNECT)
         elif decision == TRY_TOKEN:
             self._candidate = {"type": "ACCESS_TOKEN", "token": self.cfg["access_token"]}
@@ -288,6 +320,7 @@ class Supervisor:
                        credentials.describe(creds), mask(user if creds["type"] ==
                                                             "ACCESS_TOKEN" else pw))
         self.link.on_message = self._on_message
+        self.hal.wdt_feed()  # a safe point: DNS, then the CONNECT exchange under its deadline
         try:
             rc = self.link.open(cfg["tb_host"], cfg["tb_port"], cid, user, pw,
                                  cfg["keepalive_s"], self.tls)
@@ -312,6 +345,9 @@ class Supervisor:
                 self._keep_credentials(creds)
                 self._candidate = None
                 self.log.info("connect", "device token accepted; stored as credentials")
+            elif "working" in creds:
+                # Issued credentials proved: the working ones kept beside them can go.
+                self._keep_credentials({k: creds[k] for k in creds if k != "working"})
             self._rejected = False
             self._session_ok = False
             self.log.info("connect", "connected")
@@ -334,13 +370,31 @@ class Supervisor:
             if self._candidate is not None:
                 self._candidate = None
                 self.log.error("connect", "the configured device token was refused (CONNACK %d)", rc)
+                if self.creds is not None and not self._rejected and creds != self.creds:
+                    # After a requested re-provisioning: the stored credentials worked before
+                    # it; back to reporting with them now, not in retry_slow_s.
+                    self.log.warn("connect", "reconnecting with the working credentials")
+                    self._goto(CONNECT)
+                    return
                 delay = self._retry(CONNECT if self.creds else PROVISION, slow=True)
                 self.log.warn("connect", "retrying in %d min", delay // 60000)
                 return
-            self.log.error("connect", "credentials refused (CONNACK %d): device deleted or "
-                                       "credentials changed on the platform; provisioning again", rc)
+            old = creds.get("working")
+            if credentials.valid(old):
+                # Just issued, and refused: the credentials that worked before are still here.
+                self.log.error("connect", "the issued credentials were refused (CONNACK %d); "
+                                          "reconnecting with the working ones", rc)
+                self._keep_credentials(old)
+                self._goto(CONNECT)
+                return
             self._rejected = True
-            self._goto(PROVISION)
+            # Back to provisioning after the backoff, never at once: a server that issues
+            # credentials and then refuses them would otherwise get a round (and a credential
+            # write) per main-loop step.
+            delay = self._retry(PROVISION)
+            self.log.error("connect", "credentials refused (CONNACK %d): device deleted or "
+                                       "credentials changed on the platform; provisioning "
+                                       "again in %d s", rc, delay // 1000)
             return
         delay = self._retry(CONNECT)
         self.log.warn("connect", "server refused the session (CONNACK %d); retrying in %d s",
@@ -388,6 +442,8 @@ class Supervisor:
             self.link.poll()
             if self.remote is not None:
                 self.remote.service(self, self.link)
+                if self.state != RUN:
+                    return  # an RPC moved the meter on (reprovision): that session is closed
             if self.pipeline.send(self.link, now):
                 self._acknowledged()
         except LinkError as e:
@@ -433,8 +489,11 @@ class Supervisor:
         self._marker.clear()
         self._reprovision = True
         self._gesture_tries = 0
-        self.link.close()
-        self._goto(PROVISION)
+        self._show("gesture")
+        if self.state not in (WIFI, TIME):
+            # Before the network is up the boot states get to it anyway (_after_network).
+            self.link.close()
+            self._goto(PROVISION)
 
     # --- planned stop ----------------------------------------------------------------------------
 

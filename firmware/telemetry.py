@@ -8,6 +8,8 @@
 # Keys: energy_kwh (running total, never a delta: a lost message loses no energy),
 # power_w, pulses (the raw index, exact for audits). Health goes in its own message.
 
+from micropython import const
+
 from firmware.pulses import energy_parts
 
 TOPIC = b"v1/devices/me/telemetry"
@@ -65,15 +67,28 @@ class Payload:
         return self._mv[:n], used
 
 
-def health(ts, uptime_s, rssi_dbm, heap_free, missed_edges):
-    vals = '{"uptime_s":%d,"heap_free":%d,"missed_edges":%d%s}' % (
+def health(ts, uptime_s, rssi_dbm, heap_free, missed_edges, info=None):
+    # info: (free, largest free block) of the ESP32's IDF heap (hal.idf_heap()): heap_free
+    # counts only MicroPython's heap, whose growth room and TLS buffers come from it.
+    vals = '{"uptime_s":%d,"heap_free":%d,"missed_edges":%d%s%s}' % (
         uptime_s, heap_free, missed_edges,
-        ',"rssi_dbm":%d' % rssi_dbm if rssi_dbm is not None else "")
+        ',"rssi_dbm":%d' % rssi_dbm if rssi_dbm is not None else "",
+        ',"idf_free":%d,"idf_largest":%d' % info if info else "")
     if ts:
         return ('{"ts":%d,"values":%s}' % (ts, vals)).encode()
     return vals.encode()
 
 
+_POWER_DW_MAX = const(1000000000)  # 100 MW
+
+
 def power_dw(power_w):
     # Tenths of a watt, rounded; negative or absurd values cannot come from pulse timing.
-    return int(power_w * 10 + 0.5) if power_w > 0 else 0
+    # Clamped to its fields: array('l') and struct 'i' (firmware/readings.py, backlog.py) wrap
+    # silently past 2**31, and past 2**30 the ESP32 would allocate a big int for every reading.
+    # Two edges a few µs apart (a spike the debounce let through) can time a power that high.
+    if not power_w > 0:
+        return 0  # also NaN
+    if power_w >= _POWER_DW_MAX // 10:
+        return _POWER_DW_MAX
+    return int(power_w * 10 + 0.5)

@@ -32,7 +32,7 @@ def build(hal, umqtt, log, store, cfg, tls, payload=None, rand=None):
     led = StatusLed(hal.led_setter(cfg["status_led_pin"], cfg["status_led_inverted"]),
                     hal.ticks_diff, log)
     return Supervisor(hal, cfg, store, link, pipeline, clock, log, rand, name, tls=tls,
-                      gesture=gesture, led=led, remote=Remote(log),
+                      gesture=gesture, led=led, remote=Remote(log, store),
                       on_healthy=lambda: crashes.forget(store))
 
 

@@ -5,7 +5,9 @@ the pulse input (a FIFO; every byte is one edge), the Wi-Fi (a file holding up/d
 the site's networks with their passwords: set_wifi()), the access point of setup mode (its
 page on a loopback port of its own: access_point()), the unique id, and the power supply: power_on() starts `micropython main.py` from the device tree
 (tools/build_device.py), power_cut() is SIGKILL, and a firmware reset (exit code 3) powers it
-straight back on, like the chip's reset line. Console lines are kept with host timestamps.
+straight back on, like the chip's reset line, telling the new boot it was a reset
+(METER_RESET=1, as the ESP32's reset reason register would). Console lines are kept with host
+timestamps.
 
 Used by the end-to-end tests, `make sim` and `make bench`.
 """
@@ -91,6 +93,7 @@ class VirtualMeter:
         self.lines = []  # (host time, text)
         self.boots = 0
         self.exits = []  # (host time, return code)
+        self.reset_cause = 0  # of the running boot: 0 power-up, 1 reset (firmware/hal/unix.py)
         self.proc = None
         self.powered = False
         self.auto_restart = True
@@ -209,11 +212,14 @@ class VirtualMeter:
                  METER_UID=self.uid, METER_BUTTON=self.buttonfile, METER_AP=self.apfile,
                  METER_AP_PORT=str(self.ap_port), METER_DNS_PORT=str(self.dns_port))
         e.update(self.extra_env)
+        if self.reset_cause:
+            e["METER_RESET"] = str(self.reset_cause)
         return e
 
-    def power_on(self):
+    def power_on(self, reset_cause=0):
         with self._lock:
             assert not self.powered
+            self.reset_cause = reset_cause
             self.proc = subprocess.Popen(
                 [MICROPYTHON, "-X", "heapsize=" + self.heap, os.path.join(self.device_dir, "main.py")],
                 cwd=self.dir, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -246,7 +252,7 @@ class VirtualMeter:
             self._cond.notify_all()
             restart = self.auto_restart and rc == RESET_EXIT_CODE
         if restart:
-            self.power_on()
+            self.power_on(reset_cause=1)
 
     def power_cut(self):
         """SIGKILL: the power fails. Returns once the process is gone."""

@@ -14,10 +14,15 @@
 #   ntp_time(host) -> the time server's Unix ms (checked by firmware/sync.py) or None; sets nothing
 #   wifi_connect(ssid, password); wifi_disconnect(); wifi_connected(); wifi_status(); wifi_rssi()
 #   pulse_input(pin, pull_up, edge, handler, use_hw) -> hardware counter (.take()) or None
-#   led_setter(pin, inverted) -> callable(bool) or None (any push-pull output: the self-test
-#     drives its jumper pin with it, firmware/selftest.py)
-#   boot_button_held(pin) -> bool: down now (never waits; firmware/button.py times the press)
-#   wdt_start(timeout_ms); wdt_feed(); reset() (does not return)
+#   led_setter(pin, inverted) -> callable(bool) or None, created off (any push-pull output:
+#     the self-test drives its jumper pin with it, firmware/selftest.py)
+#   boot_button_held(pin) -> bool: down now (never waits; firmware/setup_request.py times the
+#     press)
+#   wifi_connect() raises OSError when the radio refuses; the other wifi_* never raise
+#   reset_cause() -> 0 power-up, 1 reset while powered (machine.reset(), a panic), 2 watchdog
+#   idf_heap() -> (free, largest free block) of the ESP-IDF heap, or None
+#   wdt_start(timeout_ms) (again: a new timeout, where the port allows); wdt_feed()
+#   reset() (does not return)
 #   socket, ssl: the modules umqtt.simple and the TLS context use
 # and, for setup mode (firmware/setup_mode.py):
 #   wifi_scan() -> [(ssid, rssi dBm, secured)]; ap_open(ssid, password) -> (ip, http port,

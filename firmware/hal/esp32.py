@@ -4,6 +4,7 @@ import gc
 import os
 import time
 
+import esp32
 import machine
 import network
 import socket
@@ -13,12 +14,29 @@ import ssl
 # wants Unix milliseconds. Told apart at import: docs/esp32.md, Clock and ticks.
 _EPOCH_OFFSET_S = 946684800 if time.gmtime(0)[0] == 2000 else 0
 _EPOCH_OFFSET_MS = _EPOCH_OFFSET_S * 1000
+# WLAN.status() on the station (ports/esp32/network_wlan.c, docs/esp32-board.md §2): 1010 with
+# an address, 1001 while a requested join goes on, 1000 idle (and after disconnect()); else the
+# last disconnect reason of ESP-IDF (wifi_err_reason_t), of which MicroPython folds 205 into
+# 202 and names only a few (STAT_*). The ones a meter in the field meets are named here.
 _WIFI_STATUS = {
-    network.STAT_IDLE: "idle",
-    network.STAT_CONNECTING: "connecting",
-    network.STAT_WRONG_PASSWORD: "wrong password",
-    network.STAT_NO_AP_FOUND: "access point not found",
-    network.STAT_GOT_IP: "connected",
+    1000: "idle",
+    1001: "connecting",
+    1010: "connected",
+    201: "access point not found",
+    202: "wrong password",
+    200: "beacon timeout: the access point went silent",
+    203: "association refused by the access point",
+    204: "handshake timed out (wrong password?)",
+    15: "4-way handshake timed out (wrong password?)",
+    14: "message integrity failure (wrong password?)",
+    205: "connection failed",
+    2: "authentication expired",
+    4: "disconnected for inactivity",
+    8: "left the network",
+    23: "802.1X authentication failed",
+    210: "no access point with a compatible security mode",
+    211: "access point security below the threshold",
+    212: "access point signal below the threshold",
 }
 
 
@@ -97,32 +115,47 @@ class Hal:
         t = sync.parse(reply, ts)
         return None if t is None else t + rtt // 2000
 
+    # Wi-Fi: ESP-IDF errors come back as OSError ("Wifi Internal Error" for ESP_ERR_WIFI_CONN,
+    # e.g. connect() while the driver is still on its own reconnect) or, for codes MicroPython
+    # does not name, RuntimeError ("Wifi Unknown Error 0x...") (ports/esp32/network_common.c).
+    # Here every call either works or raises OSError; status and RSSI never raise.
     def _wifi(self):
         if self._wlan is None:
-            self._wlan = network.WLAN(network.STA_IF)
-            self._wlan.active(True)
+            w = network.WLAN(network.STA_IF)
+            w.active(True)
+            self._wlan = w
         return self._wlan
 
     def wifi_connect(self, ssid, password):
-        w = self._wifi()
         try:
-            w.disconnect()  # a stale attempt blocks a new one on some IDF versions
-        except OSError:
-            pass
-        w.connect(ssid, password)
+            w = self._wifi()
+            try:
+                w.disconnect()  # ends the driver's own reconnect, which would refuse connect()
+            except OSError:
+                pass
+            w.connect(ssid, password)
+        except RuntimeError as e:
+            raise OSError(str(e))
 
     def wifi_disconnect(self):
         try:
             self._wifi().disconnect()
-        except OSError:
+        except Exception:  # OSError, RuntimeError: nothing to undo
             pass
 
     def wifi_connected(self):
-        return self._wifi().isconnected()
+        try:
+            return self._wifi().isconnected()
+        except Exception:
+            return False
 
     def wifi_status(self):
-        s = self._wifi().status()
-        return _WIFI_STATUS.get(s, "status %s" % s)
+        # Read it before disconnect(): that replaces the reason with "idle".
+        try:
+            s = self._wifi().status()
+        except Exception as e:
+            return "unknown (%s)" % e
+        return _WIFI_STATUS.get(s, "reason %s" % s)
 
     def wifi_rssi(self):
         try:
@@ -143,13 +176,16 @@ class Hal:
     def led_setter(self, pin, inverted):
         if pin is None:
             return None
-        p = machine.Pin(pin, machine.Pin.OUT)
+        # Created off: Pin(OUT) alone drives the pin low, which lights an LED wired to 3V3
+        # (inverted) from here until the first pattern update.
+        p = machine.Pin(pin, machine.Pin.OUT, value=1 if inverted else 0)
         self._pins.append(p)
         return (lambda on: p.value(not on)) if inverted else (lambda on: p.value(on))
 
     def boot_button_held(self, pin=0):
         # Is the BOOT button (GPIO0 on most devkits, to GND) down now? Never waits: the
-        # supervisor times the press from the main loop.
+        # main loop times the press (firmware/setup_request.py); held while power comes on,
+        # GPIO0 starts the ROM loader instead of this firmware.
         if pin is None:
             return False
         b = self._button
@@ -157,7 +193,33 @@ class Hal:
             b = self._button = machine.Pin(pin, machine.Pin.IN, machine.Pin.PULL_UP)
         return b.value() == 0
 
+    def reset_cause(self):
+        # 0: power was applied (or EN, which on the ESP32 is a power-on reset; a brownout);
+        # 1: a reset while powered: machine.reset() (main.py's after a crash, a planned one), a
+        # panic; 2: the watchdog. machine.reset_cause() maps esp_reset_reason() onto these
+        # (docs/esp32-board.md §1); an unknown cause counts as a power-up, never as a crash.
+        c = machine.reset_cause()
+        if c == machine.WDT_RESET:
+            return 2
+        if c in (machine.HARD_RESET, machine.SOFT_RESET, machine.DEEPSLEEP_RESET):
+            return 1
+        return 0
+
+    def idf_heap(self):
+        # gc.mem_free() counts the MicroPython heap, which grows from the IDF heap; TLS
+        # buffers and Wi-Fi come from the IDF heap itself. (free bytes, largest free block)
+        # over its data regions.
+        free = big = 0
+        for region in esp32.idf_heap_info(esp32.HEAP_DATA):  # (total, free, largest, min free)
+            free += region[1]
+            if region[2] > big:
+                big = region[2]
+        return free, big
+
     def wdt_start(self, timeout_ms):
+        # Once started it cannot be stopped (MicroPython's machine.WDT); calling it again
+        # reconfigures the timeout on ESP-IDF 5 builds and raises OSError on older ones
+        # (docs/esp32-board.md §3).
         self._wdt = machine.WDT(timeout=timeout_ms)
 
     def wdt_feed(self):

@@ -31,7 +31,9 @@
 # - METER_FAULT_MS: the first watchdog feed after this many ms of uptime raises RuntimeError,
 #   an unexpected fault deep in the main loop, for the tests of main.py's last-chance handler.
 # - reset(): exits with RESET_EXIT_CODE; the harness (lab/meterhost.py) powers the meter up
-#   again, like the chip's reset line would.
+#   again, like the chip's reset line would, with METER_RESET=1 (the reset reason register:
+#   it survives a reset, not a power cut). reset_cause() reads it: 1 reset, 2 watchdog, unset
+#   a power-up, as on the ESP32.
 
 import gc
 import os
@@ -342,3 +344,9 @@ class Hal:
 
     def reset(self):
         sys.exit(RESET_EXIT_CODE)
+
+    def reset_cause(self):
+        return int(os.getenv("METER_RESET") or 0)
+
+    def idf_heap(self):
+        return None  # no IDF heap beside MicroPython's on this port

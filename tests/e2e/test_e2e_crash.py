@@ -38,3 +38,8 @@ def test_an_unexpected_fault_is_logged_saved_and_reset_after_a_pause(sim, meters
     # The crash is counted: a second one soon would pause 20 s.
     assert m.record("crash") == {"n": 1}
     assert len(sim.events("provision")) == 1
+    # The boot after the crash's reset is a reset, not a power-up: it does not count toward
+    # the power-cycle gesture (the first boot's count, still within its window when it
+    # crashed, goes back to 0 instead of on to 2).
+    assert m.wait_for(r"boot: device \S+, after a reset,", 1, t_fault), m.text(t_fault)
+    assert m.record("boot") == {"n": 0, "req": False}

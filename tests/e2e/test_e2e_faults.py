@@ -29,8 +29,10 @@ def check_series(sim, allowed_dups, label):
     uniq = sorted(set(ts))
     assert len(uniq) >= 5, label
     gaps = [(b - a) for a, b in zip(uniq, uniq[1:])]
-    # One reading every INTERVAL_S on the meter's clock: a gap means a lost reading.
-    assert max(gaps) <= INTERVAL_S * 1000 + 600, (label, max(gaps), uniq)
+    # One reading every INTERVAL_S on the meter's clock: a lost reading leaves a gap of two
+    # intervals or more. Anything shorter is the main loop coming round late (on a loaded host
+    # by up to a second or so), which loses nothing.
+    assert max(gaps) < 2 * INTERVAL_S * 1000, (label, max(gaps), uniq)
     dups = len(ts) - len(uniq)
     assert dups <= allowed_dups, (label, dups)
     by_ts = {}

@@ -80,7 +80,7 @@ def test_make_sim_two_meters_household_profile_agree_and_report(tmp_path):
 
 def test_make_sim_constant_load_reports_the_true_power(tmp_path):
     report = tmp_path / "sim.json"
-    rc, timed, err = run_sim(["--meters", "1", "--load-w", "3600", "--duration", "15",
+    rc, timed, err = run_sim(["--meters", "1", "--load-w", "360", "--duration", "15",
                               "--report", str(report)])
     out = "\n".join(l for _t, l in timed)
     assert rc == 0, out[-3000:] + err[-2000:]
@@ -88,8 +88,14 @@ def test_make_sim_constant_load_reports_the_true_power(tmp_path):
     # No day to simulate: the lines carry the seconds only, and the chart counts seconds.
     readings = [l for _t, l in timed if " reading: " in l]
     assert readings and all(re.match(r"^ +\d+\.\ds server \| ", l) for l in readings), readings
-    assert any("true load 3600 W" in l for l in readings) and "true load 0 W" in readings[-1]
+    assert any("true load 360 W" in l for l in readings) and "true load 0 W" in readings[-1]
     assert (tmp_path / m["chart"]).exists()
-    # 3600 W at 10000 imp/kWh is 10 pulses a second; the power the meter reports is the load.
-    assert m["agree"] and 100 <= m["pulses_injected"] <= 170
-    assert abs(m["server_power_w_median"] - 3600) <= 36, m
+    # 360 W at 10000 imp/kWh is a pulse a second; the power the meter reports is the load. A
+    # reading's power is one pulse's energy over the gap between two edges as the firmware
+    # timestamped them, so the host's scheduling of the pulse feeder moves it: on a loaded
+    # 2-core machine an edge arrives a few ms late, 1.6 % of the 100 ms gap a 3600 W load gives
+    # (seen beside a CPU hog), 0.2 % of this 1 s gap. Within 1 % of the load, then, survives up
+    # to 10 ms of lateness; the formula itself is checked exactly with a fake clock
+    # (tests/portable/test_pulses.py).
+    assert m["agree"] and 10 <= m["pulses_injected"] <= 17
+    assert abs(m["server_power_w_median"] - 360) <= 3.6, m

@@ -7,7 +7,7 @@ import sys
 
 MODULES = ("test_cups", "test_config", "test_config_file", "test_store", "test_backoff",
            "test_pulses", "test_clock",
-           "test_backlog_pacing",
+           "test_backlog_pacing", "test_values",
            "test_payloads", "test_gesture_queue_led", "test_provision_reply", "test_setup")
 
 

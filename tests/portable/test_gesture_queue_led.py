@@ -5,9 +5,9 @@ from firmware.store import Store
 from support import Clock, ListLog, fresh_dir
 
 
-def _boot(store, clk, cycles=4, window_s=10, button=False):
+def _boot(store, clk, cycles=4, window_s=10, counted=True):
     g = BootGesture(store, cycles, window_s * 1000, clk.ticks_diff)
-    return g, g.boot(clk.ticks_ms(), button)
+    return g, g.boot(clk.ticks_ms(), counted)
 
 
 def test_four_quick_power_cycles_request_reprovisioning():
@@ -68,11 +68,45 @@ def test_slow_power_cycles_never_trigger_and_zero_cycles_disables():
         assert not req
 
 
-def test_boot_button_requests_too():
+def test_resets_never_count_and_break_a_gesture_in_progress():
+    # A crash loop: main.py resets the board seconds after each boot, well within the window.
     fresh_dir()
     s, clk = Store(ListLog()), Clock()
-    g, req = _boot(s, clk, button=True)
+    g, req = _boot(s, clk)  # the power-up before the crashes
+    clk.advance_ms(2000)
+    for _ in range(6):
+        g, req = _boot(s, clk, counted=False)
+        assert not req
+        clk.advance_ms(2000)
+    # Three power cycles, a reset, one more power cycle: not four in a row.
+    for _ in range(3):
+        g, req = _boot(s, clk)
+        assert not req
+        clk.advance_ms(2000)
+    g, req = _boot(s, clk, counted=False)
+    clk.advance_ms(2000)
+    g, req = _boot(s, clk)
+    assert not req
+    # A request already made survives resets until served.
+    for _ in range(3):
+        clk.advance_ms(2000)
+        g, req = _boot(s, clk)
     assert req
+    g, req = _boot(s, clk, counted=False)
+    assert req
+
+
+def test_request_from_software_is_kept_until_served():
+    fresh_dir()
+    s, clk = Store(ListLog()), Clock()
+    g, req = _boot(s, clk)
+    assert not req
+    g.request()  # the BOOT button or the reprovision RPC
+    g, req = _boot(s, clk, counted=False)
+    assert req
+    g.done()
+    g, req = _boot(s, clk)
+    assert not req
 
 
 def test_queue_keeps_order_drops_oldest_when_full():

@@ -91,6 +91,9 @@ class FakeHal:
         self.button = False
         self.wdt_feeds = 0
         self.resets = 0
+        self.cause = 0  # reset_cause() of this boot: 0 power-up, 1 reset, 2 watchdog
+        self.idf = None  # idf_heap(): (free, largest) as on an ESP32, or None
+        self.wifi_error = None  # an exception wifi_connect() raises (ESP32: "Wifi Internal Error")
         self.led = []
         self.slept_ms = 0
 
@@ -128,6 +131,8 @@ class FakeHal:
 
     def wifi_connect(self, ssid, password):
         self.wifi_joins += 1
+        if self.wifi_error is not None:
+            raise self.wifi_error
         self.wifi_joined = True
 
     def wifi_disconnect(self):
@@ -160,7 +165,14 @@ class FakeHal:
 
     def reset(self):
         self.resets += 1
+        self.cause = 1  # the next boot is a reset, not a power-up (Rig.cut_power: power-up)
         raise SystemExit("reset")
+
+    def reset_cause(self):
+        return self.cause
+
+    def idf_heap(self):
+        return self.idf
 
 
 # --- sockets, as MicroPython's behave -----------------------------------------------------------

@@ -90,3 +90,4 @@ class Rig:
         if self.meter is not None:
             self.link.close(graceful=False)
         self.meter = None
+        self.hal.cause = 0  # power comes back: a power-up (FakeHal.reset() makes it a reset)
