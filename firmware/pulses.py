@@ -59,7 +59,8 @@
 # trains(H) counts H as pulse trains of the wire's own bounce. k is learnt from the trusted
 # chunks (first row) as edges per complete train: trains that began and ended in the chunk,
 # plus the one the previous trusted chunk left in progress, once it has ended. It is exact when
-# every closure bounces alike and the mean otherwise; it is used once _K_MIN trains are in.
+# every closure bounces alike and the mean otherwise; it is used once _K_MIN trains are in
+# (with min_interval 0 there is no bounce to learn: k is 1).
 # From H come off the head (edges still expected, at the chunk's start, from the train then in
 # progress: round(k) minus the edges it had) and the tail (the train in progress at this
 # drain: 1 + its rejected edges so far, judged while the loop slept, so on time); the rest is
@@ -332,7 +333,9 @@ class PulseCounter:
         tail = 0
         if a and diff(t1, last) < min_us and diff(last, m[_CUS]) > 0:
             tail = 1 + m[_STAIL]
-        k = (m[_KE] << 8) // m[_KP] if m[_KP] else 256  # edges per train, x256
+        # Edges per train, x256; with no debounce every edge is a pulse, and k is 1 from the start.
+        known = m[_KP] >= _K_MIN or not min_us
+        k = (m[_KE] << 8) // m[_KP] if m[_KP] and min_us else 256
         if k < 256:
             k = 256
         # Trusted: the handler saw every edge, on time (a step of at most min/3; with no
@@ -368,7 +371,7 @@ class PulseCounter:
             bound = h
             if min_us and m[_CMS] >= 0:
                 bound = 1 + (diff(now_ms, m[_CMS]) + 1) // (min_us // 1000)
-            if m[_KP] >= _K_MIN:
+            if known:
                 p = (x * 512 + k) // (2 * k) + (1 if tail else 0)  # trains(H), rounded
                 if p > bound:
                     p = bound
@@ -400,13 +403,14 @@ class PulseCounter:
                     self._prev_us = None
             else:
                 self._decay(now_ms)
-        if m[_KP]:
+        if m[_KP] and min_us:
             k = (m[_KE] << 8) // m[_KP]  # with what this chunk taught
             if k < 256:
                 k = 256
-        if m[_HMS] >= 0 and (m[_KP] >= _K_MIN or diff(now_ms, m[_HMS]) >= _HOLD_MS):
+        known = m[_KP] >= _K_MIN or not min_us
+        if m[_HMS] >= 0 and (known or diff(now_ms, m[_HMS]) >= _HOLD_MS):
             hh = m[_HH]
-            if m[_KP] >= _K_MIN:
+            if known:
                 ph = (m[_HX] * 512 + k) // (2 * k) + m[_HT]
             else:
                 # Still too little learnt: those chunks' own verdicts give their edges per pulse.
