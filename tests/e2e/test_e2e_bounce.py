@@ -2,12 +2,12 @@
 
 Three meters side by side, at 1, 17 and 50 pulses/s (an S0 meter at 3.6 kW, the S0 maximum of
 16.7/s, a fast LED meter), each real edge followed by 2 bounce edges 0.5-5 ms later and, without
-stalls, every fifth by an EMI spike inside the debounce window (lab/meterhost.py Bounce). The Unix HAL plays every edge to
-the hardware-counter stand-in and, with its timing, to the interrupt handler
-(firmware/hal/unix.py). Stalls: a slow flash chip (METER_FLASH_DELAY_MS), so each index
-persist (every persist_interval_s, 10 s here) blocks the main loop in the middle of a step for
-its block programs, 0.7 s each, about 2 s in all, while pulses keep coming; in the stall the
-interrupt handler's queue (4 deep on the Unix port) overflows.
+stalls, every fifth by an EMI spike inside the debounce window (lab/meterhost.py Bounce). The
+Unix HAL plays every edge to the hardware-counter stand-in and, with its timing, to the
+interrupt handler (firmware/hal/unix.py). Stalls: a slow flash chip (METER_FLASH_DELAY_MS), so
+each index persist (every persist_interval_s, 10 s here) blocks the main loop in the middle of
+a step for its block programs, 0.7 s each, about 2 s in all, while pulses keep coming; in the
+stall the interrupt handler's queue (4 deep on the Unix port) overflows.
 
 Hardware-counter path: the index at the server equals the real pulses played, the health
 message's bounced_edges the bounce and spike edges played. Interrupt-only path: the README's
@@ -15,7 +15,7 @@ bound (per block of the main loop of S seconds at r pulses/s, at most ceil(r*S) 
 added)."""
 
 import math
-import threading
+import time
 
 import pytest
 
@@ -71,7 +71,6 @@ def _settled(sim, m, key, timeout):
     """The value of key at the server once it has not changed for persist_interval_s + a
     publish interval (or None)."""
     last, since = None, 0.0
-    stop = threading.Event()
     for _ in range(int(timeout * 10)):
         v = _latest(sim, m).get(key)
         if v != last:
@@ -80,7 +79,7 @@ def _settled(sim, m, key, timeout):
             since += 0.1
             if since >= 14:
                 return v
-        stop.wait(0.1)
+        time.sleep(0.1)
     return last
 
 
