@@ -122,7 +122,7 @@ _CW = const(8)  # chunk: longest step, µs
 _T1 = const(9)  # ticks_us of the last drain
 _REST = const(10)  # ticks_us of the last rest()
 _RESTED = const(11)  # 1 when rest() was called since the last drain
-_HEAD = const(12)  # bounce edges still expected, at the chunk's start, from the train then in progress
+_HEAD = const(12)  # bounce edges still to come, at the chunk's start, of the train in progress
 _KE = const(13)  # edges of complete trains in trusted chunks (halved as it grows)
 _KP = const(14)  # those trains
 _LATE = const(15)  # edges counted between the two takes of the last drain
@@ -219,7 +219,7 @@ class PulseCounter:
         self.bounced_edges = 0  # input edges that were not pulses (bounce, spikes), since boot
         self.power_w = 0.0
         self._prev_us = None  # ticks_us of the last pulse, when usable to time the next one
-        self._prev_ms = None  # ticks_ms when that pulse (or an uncertain chunk of them) was drained
+        self._prev_ms = None  # ticks_ms when that pulse (or a chunk counted in trains) was drained
         self._interval_us = 0  # last measured pulse interval
 
     def _edge(self, _pin):
