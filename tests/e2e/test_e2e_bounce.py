@@ -1,13 +1,14 @@
 """Bouncing contacts on the pulse input of the real firmware, with and without main-loop stalls.
 
 Three meters side by side, at 1, 17 and 50 pulses/s (an S0 meter at 3.6 kW, the S0 maximum of
-16.7/s, a fast LED meter), each real edge followed by 2 bounce edges 0.5-5 ms later and, without
-stalls, every fifth by an EMI spike inside the debounce window (lab/meterhost.py Bounce). The
-Unix HAL plays every edge to the hardware-counter stand-in and, with its timing, to the
-interrupt handler (firmware/hal/unix.py). Stalls: a slow flash chip (METER_FLASH_DELAY_MS), so
-each index persist (every persist_interval_s, 10 s here) blocks the main loop in the middle of
-a step for its block programs, 0.7 s each, about 2 s in all, while pulses keep coming; in the
-stall the interrupt handler's queue (4 deep on the Unix port) overflows.
+16.7/s, a fast LED meter), each real edge followed by 2 bounce edges 0.5-5 ms later and, on the
+S0 wires without stalls, every fifth by an EMI spike inside the debounce window
+(lab/meterhost.py Bounce). The Unix HAL plays every edge to the hardware-counter stand-in and,
+with its timing, to the interrupt handler (firmware/hal/unix.py). Stalls: a slow flash chip
+(METER_FLASH_DELAY_MS), so each index persist (every persist_interval_s, 10 s here) blocks the
+main loop in the middle of a step for its block programs, 0.7 s each, about 2 s in all, while
+pulses keep coming; in the stall the interrupt handler's queue (4 deep on the Unix port)
+overflows.
 
 Hardware-counter path: the index at the server equals the real pulses played, the health
 message's bounced_edges the bounce and spike edges played. Interrupt-only path: the README's
@@ -35,9 +36,11 @@ def _run(sim, meters, hw, stalls):
         cfg = base_config(sim, cups=cups_for(20 + i), publish_interval_s=2,
                           persist_interval_s=10, health_interval_s=4,
                           pulse_hw_counter="auto" if hw else "off",
-                          # 50/s is a pulse every 20 ms: keep bounce and real pulses clear of
-                          # the window on both sides (firmware/pulses.py: a third of it)
-                          pulse_min_interval_ms=12 if rate == 50 else 15)
+                          # The debounce a technician would set: 30 ms for an S0 output (30 ms
+                          # on and off at least), 12 ms for the fast meter's pulse every 20 ms;
+                          # bounce and pulses then stay clear of the window by a third of it or
+                          # more (firmware/pulses.py), with room for this host's scheduling.
+                          pulse_min_interval_ms=12 if rate == 50 else 30)
         env = {"METER_FLASH_DELAY_MS": str(DELAY_MS)} if stalls else {}
         m = meters(cfg, uid=uid, env=env)
         m.rate = rate
@@ -48,11 +51,11 @@ def _run(sim, meters, hw, stalls):
         assert m.wait_for(r"state: \S+ -> run", 90), m.text()[-2000:]
     trains = []
     for m in group:
-        # Spikes stay within 2/3 of the debounce window: 6-9 ms of 15, 5-7.5 ms of 12. Not
-        # during stalls: what the counter alone saw is counted in trains of the wire's bounce,
-        # exact only when every closure bounces alike (firmware/pulses.py).
-        m.bounce = Bounce(edges=2, spike_p=0.0 if stalls else 0.2, seed=m.rate,
-                          spike_ms=(5.0, 7.5) if m.rate == 50 else (6.0, 9.0))
+        # Spikes on the S0 wires, 6-12 ms after a closure, inside its 30 ms window. Not during
+        # stalls: what the counter alone saw is counted in trains of the wire's bounce, exact
+        # only when every closure bounces alike (firmware/pulses.py).
+        m.bounce = Bounce(edges=2, spike_p=0.2 if m.rate < 50 and not stalls else 0.0,
+                          seed=m.rate, spike_ms=(6.0, 12.0))
         trains.append(PulseTrain(m, 1000, lambda t, r=m.rate: r * 3600.0,
                                  max_pulses=m.rate * SECONDS, bounce=m.bounce))
     for t in trains:
