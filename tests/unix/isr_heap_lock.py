@@ -129,4 +129,4 @@ try:
 finally:
     micropython.heap_unlock()
 assert p.index == 20 + 10 * (10 + 1), p.index
-print("ISR OK: 50000 edges under heap_lock, 0 bytes allocated; hardware-path drain too")
+print("ISR OK: 40000 edges under heap_lock, 0 bytes allocated; hardware-path drain too")
