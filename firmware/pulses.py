@@ -59,8 +59,9 @@
 # trains(H) counts H as pulse trains of the wire's own bounce. k is learnt from the trusted
 # chunks (first row) as edges per complete train: trains that began and ended in the chunk,
 # plus the one the previous trusted chunk left in progress, once it has ended. It is exact when
-# every closure bounces alike and the mean otherwise; it is used once _K_MIN trains are in
-# (with min_interval 0 there is no bounce to learn: k is 1).
+# every closure bounces alike and the mean otherwise; it is used once _K_MIN trains are in, or
+# from the first if all so far had one length (with min_interval 0 there is nothing to learn:
+# k is 1).
 # From H come off the head (edges still expected, at the chunk's start, from the train then in
 # progress: round(k) minus the edges it had) and the tail (the train in progress at this
 # drain: 1 + its rejected edges so far, judged while the loop slept, so on time); the rest is
@@ -70,8 +71,8 @@
 #   the same in a 2 s stall at 50 pulses/s:  H 300, A + R = the 4 or 8 queued, k 3 -> 100
 #   no bounce (k 1), 40 edges missed:        H 40                    -> 40
 # With irregular bounce or spikes, trains(H) is off by about the spread of the edges per train
-# in the chunk over k (the sqrt of the spikes in a long stall, say). Before _K_MIN trains
-# (a TLS handshake right after boot) an untrusted chunk is held, its head, tail and rate bound
+# in the chunk over k (the sqrt of the spikes in a long stall, say). Until k is known (a TLS
+# handshake right after boot) an untrusted chunk is held, its head, tail and rate bound
 # kept, and counted with k as soon as it is known; if that takes _HOLD_MS, with its own
 # verdicts' ratio, H * A / (A + R), late as they are.
 # missed_edges: real pulses the handler did not judge on time (counted - A, where positive);
@@ -107,37 +108,38 @@ _FIRST = const(1)  # ticks_us of the first of them
 _LASTH = const(2)  # ticks_us of the last of them
 _REJ = const(3)  # edges rejected by the debounce
 _PRE = const(4)  # of those, the ones before the half's first accepted edge
-_SLOTS = const(14)  # _HALF0 + 2 * _HLEN
+_SLOTS = const(41)  # _HALF0 + 2 * _HLEN = 14 for the handler, then the main loop's
 
-# Main-loop slots (the hardware-counter bookkeeping; an array: no interned names, no objects).
-_CH = const(0)  # chunk: edges counted in hardware
-_CA = const(1)  # chunk: edges accepted by the handler
-_CS = const(2)  # chunk: edges the handler saw (accepted + rejected)
-_CPRE = const(3)  # chunk: rejected before its first accepted edge
-_CFIRST = const(4)  # chunk: ticks_us of its first accepted edge
-_CLAST = const(5)  # chunk: ticks_us of its last accepted edge
-_CMS = const(6)  # chunk: ticks_ms at its start (-1: unknown)
-_CUS = const(7)  # chunk: ticks_us at its start
-_CW = const(8)  # chunk: longest step, µs
-_T1 = const(9)  # ticks_us of the last drain
-_REST = const(10)  # ticks_us of the last rest()
-_RESTED = const(11)  # 1 when rest() was called since the last drain
-_HEAD = const(12)  # bounce edges still to come, at the chunk's start, of the train in progress
-_KE = const(13)  # edges of complete trains in trusted chunks (halved as it grows)
-_KP = const(14)  # those trains
-_LATE = const(15)  # edges counted between the two takes of the last drain
-_PTAIL = const(16)  # the tail of the last chunk if it was trusted: a train to finish learning
-# Untrusted chunks from before anything was learnt about the wire, held until it is.
-_HH = const(17)  # their hardware edges
-_HX = const(18)  # the same without heads and tails
-_HT = const(19)  # their tails (trains in progress at their ends)
-_HA = const(20)  # their accepted edges
-_HS = const(21)  # their seen edges
-_HB = const(22)  # their rate bounds, summed
-_HMS = const(23)  # ticks_ms when the first was held (-1: none)
-_STAIL = const(24)  # _TAIL and _LAST as the halves flipped (later handlers are the next chunk's)
-_SLAST = const(25)
-_MSLOTS = const(26)
+# Main-loop slots, after the handler's in the same array (the hardware-counter bookkeeping: no
+# interned names, no objects). The handler never touches them.
+_CH = const(14)  # chunk: edges counted in hardware
+_CA = const(15)  # chunk: edges accepted by the handler
+_CS = const(16)  # chunk: edges the handler saw (accepted + rejected)
+_CPRE = const(17)  # chunk: rejected before its first accepted edge
+_CFIRST = const(18)  # chunk: ticks_us of its first accepted edge
+_CLAST = const(19)  # chunk: ticks_us of its last accepted edge
+_CMS = const(20)  # chunk: ticks_ms at its start (-1: unknown)
+_CUS = const(21)  # chunk: ticks_us at its start
+_CW = const(22)  # chunk: longest step, µs
+_T1 = const(23)  # ticks_us of the last drain
+_REST = const(24)  # ticks_us of the last rest()
+_RESTED = const(25)  # 1 when rest() was called since the last drain
+_HEAD = const(26)  # bounce edges still to come, at the chunk's start, of the train in progress
+_KE = const(27)  # edges of complete trains in trusted chunks (halved as it grows)
+_KP = const(28)  # those trains
+_LATE = const(29)  # edges counted between the two takes of the last drain
+_PTAIL = const(30)  # the tail of the last chunk if it was trusted: a train to finish learning
+# Untrusted chunks from before the wire is known (k), held until it is.
+_HH = const(31)  # their hardware edges
+_HX = const(32)  # the same without heads and tails
+_HT = const(33)  # their tails (trains in progress at their ends)
+_HA = const(34)  # their accepted edges
+_HS = const(35)  # their seen edges
+_HB = const(36)  # their rate bounds, summed
+_HMS = const(37)  # ticks_ms when the first was held (-1: none)
+_STAIL = const(38)  # _TAIL and _LAST as the halves flipped (later handlers are the next chunk's)
+_SLAST = const(39)
+_KODD = const(40)  # 1 once the trains learnt were not all of one length
 
 # On the ESP32 ticks_us wraps every 2**30 µs (17.9 min) and ticks_diff is only valid within half
 # of that, 8.9 min; ticks_ms wraps every 12.4 days, valid within 6.2 (docs/esp32.md: Clock and
@@ -159,7 +161,7 @@ _SETTLE_US = const(100)  # >> the ESP32's GPIO interrupt latency (a few µs)
 _SPIN_MAX = const(2000)  # iterations: bounds the wait if the clock does not move (tests)
 _DEFER_MS = const(2000)
 _K_HALVE = const(4096)  # trains learnt before the history is halved (a wire changes slowly)
-_K_MIN = const(8)  # trains learnt before k is used (one odd closure or spike weighs less)
+_K_MIN = const(8)  # trains learnt before k is used, unless all had one length so far
 _HOLD_MS = const(60000)  # the longest an unlearnt chunk waits for the wire to show its trains
 
 
@@ -200,10 +202,9 @@ class PulseCounter:
     def __init__(self, ticks_us, ticks_diff, per_kwh, min_interval_ms, zero_power_timeout_s,
                  hw_counter=None, index=0):
         # ticks_diff serves both clocks (µs edge stamps, ms main-loop times), as in MicroPython.
-        self._st = array("l", [0] * _SLOTS)  # the only state the handler touches
-        self._m = array("l", [0] * _MSLOTS)
-        self._m[_CMS] = self._m[_HMS] = -1
-        self._m[_T1] = self._m[_CUS] = ticks_us()
+        self._st = array("l", [0] * _SLOTS)  # all the state the handler touches, and more
+        self._st[_CMS] = self._st[_HMS] = -1
+        self._st[_T1] = self._st[_CUS] = ticks_us()
         self._ticks_us = ticks_us
         self._ticks_diff = ticks_diff
         self._min_us = min_interval_ms * 1000
@@ -245,7 +246,7 @@ class PulseCounter:
         """The main loop is about to sleep: handlers run on time until the next service().
         Called right before the loop's sleep (Meter.run_forever); without it every step counts
         as short and only dropped edges make a chunk untrusted."""
-        m = self._m
+        m = self._st
         m[_REST] = self._ticks_us()
         m[_RESTED] = 1
 
@@ -272,7 +273,7 @@ class PulseCounter:
             else:
                 self._decay(now_ms)
             return n
-        m = self._m
+        m = self._st
         us = self._ticks_us
         diff = self._ticks_diff
         n = hw.take()
@@ -321,7 +322,7 @@ class PulseCounter:
 
     def _close(self, now_ms):
         # End of a chunk: decide whose count goes into the index (the table at the top).
-        m = self._m
+        m = self._st
         diff = self._ticks_diff
         t1 = m[_T1]
         h = m[_CH]
@@ -334,7 +335,7 @@ class PulseCounter:
         if a and diff(t1, last) < min_us and diff(last, m[_CUS]) > 0:
             tail = 1 + m[_STAIL]
         # Edges per train, x256; with no debounce every edge is a pulse, and k is 1 from the start.
-        known = m[_KP] >= _K_MIN or not min_us
+        known = m[_KP] >= _K_MIN or (m[_KP] and not m[_KODD]) or not min_us
         k = (m[_KE] << 8) // m[_KP] if m[_KP] and min_us else 256
         if k < 256:
             k = 256
@@ -355,6 +356,8 @@ class PulseCounter:
             if done > 0 and e >= done:
                 m[_KE] += e
                 m[_KP] += done
+                if m[_KE] % m[_KP] or e != done * (m[_KE] // m[_KP]):
+                    m[_KODD] = 1
                 if m[_KP] >= _K_HALVE:
                     m[_KE] >>= 1
                     m[_KP] >>= 1
@@ -407,7 +410,7 @@ class PulseCounter:
             k = (m[_KE] << 8) // m[_KP]  # with what this chunk taught
             if k < 256:
                 k = 256
-        known = m[_KP] >= _K_MIN or not min_us
+        known = m[_KP] >= _K_MIN or (m[_KP] and not m[_KODD]) or not min_us
         if m[_HMS] >= 0 and (known or diff(now_ms, m[_HMS]) >= _HOLD_MS):
             hh = m[_HH]
             if known:
