@@ -244,7 +244,7 @@ class PulseCounter:
 
     def rest(self):
         """The main loop is about to sleep: handlers run on time until the next service().
-        Called right before the loop's sleep (Meter.run_forever); without it every step counts
+        Called right before the loop's sleep (Supervisor.run_forever); without it every step counts
         as short and only dropped edges make a chunk untrusted."""
         m = self._st
         m[_REST] = self._ticks_us()
