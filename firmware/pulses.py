@@ -41,8 +41,8 @@
 # real pulses at least 4/3 of it apart): the measured gap moves by less than the margin.
 # Handlers run on time while the main loop sleeps (both ports run them in sleep_ms) and while
 # it runs bytecode; late only while it is inside a C call that holds them (TLS, flash, DNS, gc),
-# always inside a step. So the main loop says when it goes to sleep (`rest()`), and the time
-# from a drain to the next rest() bounds the latency of every handler in between.
+# always inside a step. So the main loop says when it goes to sleep (`idle()`), and the time
+# from a drain to the next idle() bounds the latency of every handler in between.
 #
 # The bookkeeping works on chunks: the edges between two drains at which counter and handler
 # can be compared exactly ("settled drains", below). Per chunk: H edges counted in hardware, A
@@ -122,8 +122,8 @@ _CMS = const(20)  # chunk: ticks_ms at its start (-1: unknown)
 _CUS = const(21)  # chunk: ticks_us at its start
 _CW = const(22)  # chunk: longest step, µs
 _T1 = const(23)  # ticks_us of the last drain
-_REST = const(24)  # ticks_us of the last rest()
-_RESTED = const(25)  # 1 when rest() was called since the last drain
+_IDLE = const(24)  # ticks_us of the last idle()
+_IDLED = const(25)  # 1 when idle() was called since the last drain
 _HEAD = const(26)  # bounce edges still to come, at the chunk's start, of the train in progress
 _KE = const(27)  # edges of complete trains in trusted chunks (halved as it grows)
 _KP = const(28)  # those trains
@@ -242,13 +242,13 @@ class PulseCounter:
         st[o + _LASTH] = now
         st[o + _N] += 1
 
-    def rest(self):
+    def idle(self):
         """The main loop is about to sleep: handlers run on time until the next service().
         Called right before the loop's sleep (Supervisor.run_forever); without it every step counts
         as short and only dropped edges make a chunk untrusted."""
         m = self._st
-        m[_REST] = self._ticks_us()
-        m[_RESTED] = 1
+        m[_IDLE] = self._ticks_us()
+        m[_IDLED] = 1
 
     def service(self, now_ms):
         """Drain the handler's counts into the index and update power. Main loop only.
@@ -306,25 +306,18 @@ class PulseCounter:
         m[_CA] += a
         m[_CS] += a + rej
         m[_LATE] = late
-        if m[_RESTED]:
-            step = diff(m[_REST], m[_T1])
+        if m[_IDLED]:
+            step = diff(m[_IDLE], m[_T1])
             if step > m[_CW]:
                 m[_CW] = step
         m[_T1] = t1
         if m[_CMS] < 0:
             m[_CMS] = now_ms
         if late and diff(now_ms, m[_CMS]) < _DEFER_MS:
-            m[_RESTED] = 0
+            m[_IDLED] = 0
             return 0
-        p = self._close(now_ms)
-        m[_RESTED] = 0
-        return p
-
-    def _close(self, now_ms):
-        # End of a chunk: decide whose count goes into the index (the table at the top).
-        m = self._st
-        diff = self._ticks_diff
-        t1 = m[_T1]
+        # End of a chunk: decide whose count goes into the index (the table at the top). Inline,
+        # not a method of its own: a method's name is one more interned name (tests/unix).
         h = m[_CH]
         a = m[_CA]
         min_us = self._min_us
@@ -400,7 +393,7 @@ class PulseCounter:
                 # pulse is timed from the last accepted edge only if it was judged while the
                 # loop slept (on time); idle time counts from this drain at the latest.
                 self._prev_ms = now_ms
-                if a and m[_RESTED] and diff(last, m[_REST]) >= 0 and diff(last, m[_CUS]) > 0:
+                if a and m[_IDLED] and diff(last, m[_IDLE]) >= 0 and diff(last, m[_CUS]) > 0:
                     self._prev_us = last
                 else:
                     self._prev_us = None
@@ -434,6 +427,7 @@ class PulseCounter:
         m[_CH] = m[_CA] = m[_CS] = m[_CPRE] = m[_CW] = 0
         m[_CMS] = now_ms
         m[_CUS] = t1
+        m[_IDLED] = 0
         return p
 
     def _on_edges(self, n, first, last, now_ms):

@@ -127,15 +127,15 @@ class Hw:
 
 class MainLoop:
     """The meter's main loop around a PulseCounter, with the pulse hardware of an ESP32:
-    each step drains the counter (service), works for step_us, may stall, calls rest() and
+    each step drains the counter (service), works for step_us, may stall, calls idle() and
     sleeps loop_ms. Every edge reaches the hardware counter (if any); its handler runs at once
     unless the loop is stalled, when it waits in a queue of `queue` (8 on ESP32, 4 on the Unix
     port; the rest are dropped, as micropython.schedule drops them) and runs when the stall
     ends, back to back, with the timestamp of then (the soft-IRQ wart)."""
 
-    def __init__(self, counter, clock, hw=None, queue=8, loop_ms=50, step_us=500, rest=True):
+    def __init__(self, counter, clock, hw=None, queue=8, loop_ms=50, step_us=500, idle=True):
         self.p, self.clock, self.hw, self.queue = counter, clock, hw, queue
-        self.loop_us, self.step_us, self.rest = loop_ms * 1000, step_us, rest
+        self.loop_us, self.step_us, self.idle = loop_ms * 1000, step_us, idle
         self.dropped = 0
 
     def _play(self, edges, i, until, blocked_until=None):
@@ -181,7 +181,7 @@ class MainLoop:
                 i = self._play(edges, i, t + length, True)
                 t += length + self.burst_us
             self.clock.us = t
-            if self.rest:
-                self.p.rest()
+            if self.idle:
+                self.p.idle()
             t += self.loop_us
         return i

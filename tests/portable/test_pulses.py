@@ -220,10 +220,10 @@ STALLS = ((4000000, 2000000), (11000000, 2000000))  # two 2 s stalls: a TLS hand
 RUN_S = 16
 
 
-def _loop(hw, queue=8, step_us=500, rest=True, min_ms=15):
+def _loop(hw, queue=8, step_us=500, idle=True, min_ms=15):
     clk = Clock(1000000)
     p = _counter(clk, min_ms=min_ms, hw=Hw() if hw else None)
-    return p, MainLoop(p, clk, p.hw, queue=queue, step_us=step_us, rest=rest)
+    return p, MainLoop(p, clk, p.hw, queue=queue, step_us=step_us, idle=idle)
 
 
 def _play(rate, hw, stalls=(), queue=8, bounce=2, spikes=0, busy=()):

@@ -119,13 +119,13 @@ try:
         time.sleep_ms(170)  # room for 10 closures at the debounce spacing
         hw.count += 30
         p.service(time.ticks_ms())  # 30 edges the handler never saw: 10 trains of 3
-        p.rest()
+        p.idle()
         time.sleep_ms(20)
         hw.between = 1
         assert p.service(time.ticks_ms()) == 0  # deferred: an edge counted meanwhile
         train()
         p.service(time.ticks_ms())
-        p.rest()
+        p.idle()
 finally:
     micropython.heap_unlock()
 assert p.index == 20 + 10 * (10 + 1), p.index
