@@ -141,8 +141,8 @@ class Hal:
             # Setting the PCNT channel's pin up turns the internal pull-up on, whatever the Pin
             # was given (ESP-IDF's legacy driver, which machine.Counter goes through, does it in
             # pcnt_set_pin; the newer pulse_cnt driver does it too, and also disables the pin's
-            # interrupt): docs/esp32.md, The pulse input. So the configured pull is set again now, and the
-            # interrupt attached after. Neither touches the GPIO-matrix routing to PCNT.
+            # interrupt): docs/esp32.md, The pulse input. So the configured pull is set again
+            # now, and the interrupt attached after. Neither touches the GPIO-matrix routing.
             p.init(pull=pull)  # pyright: ignore[reportArgumentType]
         p.irq(trigger=P.IRQ_FALLING if edge == "falling" else P.IRQ_RISING, handler=handler)
         self._pins.append(p)
