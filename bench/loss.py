@@ -7,7 +7,10 @@ handshake or a flash write does on the ESP32, while the pulse hardware keeps cou
 then wait in MicroPython's scheduler queue, and those that do not fit (4 here, 8 on an ESP32)
 reach only the hardware counter. Paths: the firmware with the hardware counter (PCNT), the
 firmware interrupt-only (pulse_hw_counter off), the baseline (interrupt-only by design).
-pulse_min_interval_ms is 0: the simulated signal has no bounce, and the figure is about stalls.
+pulse_loss: pulse_min_interval_ms 0 and a clean signal, the figure is about stalls.
+pulse_loss_bounce: every pulse followed by 2 bounce edges 0.5-5 ms later (lab/meterhost.py
+Bounce), pulse_min_interval_ms 12 (a pulse every 20 ms at 50/s: bounce and pulses each clear of
+the window by a third of it, firmware/pulses.py); negative figures are bounce counted as pulses.
 The run ends when the server holds every edge, or after persist_interval_s plus two publish
 intervals with nothing more arriving.
 """
@@ -17,6 +20,7 @@ import time
 
 from bench.heap import BAD
 from bench.rig import INDEX0, Steady, bench_times, together
+from lab.meterhost import Bounce
 
 PER_KWH = 1000
 PATHS = (("firmware", "hw_counter"), ("firmware", "interrupt_only"), ("baseline", "interrupt_only"))
@@ -29,11 +33,11 @@ def _stall_plan(stall_s, window_s):
     return times, max(window_s, times[-1] + stall_s + 1.0)
 
 
-def loss_run(rig, kind, path, rate, stall_s, s):
+def loss_run(rig, kind, path, rate, stall_s, s, bounce=False):
     cfg = rig.config(publish_interval_s=2, persist_interval_s=10, health_interval_s=0,
-                     pulse_min_interval_ms=0, pulses_per_kwh=PER_KWH,
+                     pulse_min_interval_ms=12 if bounce else 0, pulses_per_kwh=PER_KWH,
                      pulse_hw_counter="auto" if path == "hw_counter" else "off")
-    m = rig.meter(kind, cfg, probe=True, tag="-loss")
+    m = rig.meter(kind, cfg, probe=True, tag="-bounce" if bounce else "-loss")
     ctl = os.path.join(m.dir, "stall")
     m.extra_env["BENCH_STALL"] = ctl
     m.power_on()
@@ -43,7 +47,7 @@ def loss_run(rig, kind, path, rate, stall_s, s):
             result["console"] = m.text()[-800:]
             return result
         plan, window = _stall_plan(stall_s, s.loss_window_s)
-        player = Steady(m, rate, window)
+        player = Steady(m, rate, window, Bounce(edges=2, seed=rate) if bounce else None)
         player.start()
         while player.start_time is None:
             time.sleep(0.001)
@@ -77,19 +81,22 @@ def _into(box, fn):
 
 
 def pulse_loss(rig, s):
-    """{kind: {"pulse_loss": {path: {rate: {stall: loss}}}, "energy_mismatch_readings": n}}"""
-    out = {"firmware": {"pulse_loss": {}, "energy_mismatch_readings": 0},
-           "baseline": {"pulse_loss": {}, "energy_mismatch_readings": 0}}
+    """{kind: {"pulse_loss": {path: {rate: {stall: loss}}}, "pulse_loss_bounce": (the same),
+    "energy_mismatch_readings": n}}"""
+    out = {"firmware": {"pulse_loss": {}, "pulse_loss_bounce": {}, "energy_mismatch_readings": 0},
+           "baseline": {"pulse_loss": {}, "pulse_loss_bounce": {}, "energy_mismatch_readings": 0}}
     problems = []
     for stall in s.loss_stalls:
-        runs = [(kind, path, rate, {}) for kind, path in PATHS for rate in s.loss_rates]
-        together(*[lambda k=k, p=p, r=r, b=b: _into(b, lambda: loss_run(rig, k, p, r, stall, s))
-                   for k, p, r, b in runs])
-        for kind, path, rate, box in runs:
-            if not box.get("ok") or box.get("bad") or box.get("stalls") != box.get("planned"):
-                problems.append((kind, path, rate, stall, box))
-                continue
-            table = out[kind]["pulse_loss"].setdefault(path, {}).setdefault("%g" % rate, {})
-            table["%g" % stall] = box["loss"]
-            out[kind]["energy_mismatch_readings"] += box["mismatch"]
+        for key, rates, bounce in (("pulse_loss", s.loss_rates, False),
+                                   ("pulse_loss_bounce", s.bounce_rates, True)):
+            runs = [(kind, path, rate, {}) for kind, path in PATHS for rate in rates]
+            together(*[lambda k=k, p=p, r=r, b=b: _into(
+                b, lambda: loss_run(rig, k, p, r, stall, s, bounce)) for k, p, r, b in runs])
+            for kind, path, rate, box in runs:
+                if not box.get("ok") or box.get("bad") or box.get("stalls") != box.get("planned"):
+                    problems.append((key, kind, path, rate, stall, box))
+                    continue
+                table = out[kind][key].setdefault(path, {}).setdefault("%g" % rate, {})
+                table["%g" % stall] = box["loss"]
+                out[kind]["energy_mismatch_readings"] += box["mismatch"]
     return out, problems

@@ -166,9 +166,10 @@ class Player(threading.Thread):
     """Plays edges at a load given by load_w(t) (t: seconds since start) and keeps their host
     times. An edge leaves one pulse's energy after the previous one: 3.6e6 / (C * P) s."""
 
-    def __init__(self, meter, per_kwh, load_w, duration_s=None):
+    def __init__(self, meter, per_kwh, load_w, duration_s=None, bounce=None):
         super().__init__(daemon=True)
         self.meter, self.per_kwh, self.load_w, self.duration_s = meter, per_kwh, load_w, duration_s
+        self.bounce = bounce  # a lab.meterhost.Bounce: contact bounce after every edge
         self.times = []
         self.start_time = None
         self._halt = threading.Event()
@@ -191,7 +192,7 @@ class Player(threading.Thread):
                 break
             if self.duration_s is not None and due - t0 > self.duration_s:
                 break
-            self.meter.pulse(1)
+            self.meter.pulse(1, self.bounce)
             self.times.append(time.time())
 
     def stop(self):
@@ -202,5 +203,5 @@ class Player(threading.Thread):
 class Steady(Player):
     """Edges at a constant rate (pulses/s) for duration_s."""
 
-    def __init__(self, meter, rate, duration_s=None):
-        super().__init__(meter, 3600.0, lambda t: rate * 1000.0, duration_s)
+    def __init__(self, meter, rate, duration_s=None, bounce=None):
+        super().__init__(meter, 3600.0, lambda t: rate * 1000.0, duration_s, bounce)

@@ -19,6 +19,7 @@ class Settings:
     boot_reps: int = 3
     power_segments: list = field(default_factory=lambda: [(0, 250), (20, 2250), (36, 250), (50, 0)])
     loss_rates: list = field(default_factory=lambda: [1, 17, 50, 100, 200])
+    bounce_rates: list = field(default_factory=lambda: [1, 17, 50])  # pulse_loss_bounce
     loss_stalls: list = field(default_factory=lambda: [0, 0.5, 2])
     loss_window_s: float = 8
     flash_cfg: dict = field(default_factory=dict)  # defaults: publish and persist every 60 s
@@ -34,6 +35,7 @@ FULL = Settings("full", parallel=False)
 SMOKE = Settings("smoke", parallel=True, steady_after=2, cycles=2, heap_parallel=8,
                  hour_readings=4, hour_s=10, boot_reps=1,
                  power_segments=[(0, 1000), (6, 3000), (12, 0)], loss_rates=[50],
+                 bounce_rates=[17],
                  loss_stalls=[0.5], loss_window_s=5,
                  flash_cfg={"publish_interval_s": 10, "persist_interval_s": 10},
                  flash_window_s=20, flash_period_s=10, wear_writes=300, wire_messages=3, outage_s=0)

@@ -214,7 +214,7 @@ class Pipeline:
         ts = self._clock.epoch_ms()
         link.publish(telemetry.TOPIC, telemetry.health(
             ts if ts > 0 else 0, self.uptime_s(), hal.wifi_rssi(), hal.mem_free(),
-            self.pulses.missed_edges, hal.idf_heap()), 0)
+            self.pulses.missed_edges, self.pulses.bounced_edges, hal.idf_heap()), 0)
 
     # --- planned stop ----------------------------------------------------------------------------
 

@@ -129,7 +129,8 @@ def status(meter):
             "power_w": pulses.power_w, "uptime_s": pipeline.uptime_s(),
             "heap_free": meter.hal.mem_free(), "backlog": len(pipeline.queue),
             "credentials": credentials.describe(meter.creds), "published": pipeline.published,
-            "missed_edges": pulses.missed_edges, "rejected_edges": pulses.rejected,
+            "missed_edges": pulses.missed_edges, "bounced_edges": pulses.bounced_edges,
+            "rejected_edges": pulses.rejected,
             "last_error": meter.log.last_error}
 
 

@@ -121,6 +121,7 @@ class Supervisor:
             self.step()
             # Pulses are counted by the interrupt handler and the hardware counter while this
             # sleeps; the loop only needs to be quick enough for the LED (50 ms blips).
+            self.pipeline.pulses.idle()  # handlers run on time from here: the step is timed
             self.hal.sleep_ms(_LOOP_MS)
 
     def step(self):

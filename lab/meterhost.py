@@ -1,9 +1,12 @@
 """Virtual meters: the real firmware on the MicroPython Unix port, with a power switch.
 
 A VirtualMeter owns what the board would: a flash image (LittleFS2, see firmware/hal/unix.py),
-the pulse input (a FIFO; every byte is one edge), the Wi-Fi (a file holding up/down/nodns, and
-the site's networks with their passwords: set_wifi()), the access point of setup mode (its
-page on a loopback port of its own: access_point()), the unique id, and the power supply: power_on() starts `micropython main.py` from the device tree
+the pulse input (a FIFO; every byte is one edge, its value the delay since the previous edge in
+50 µs steps: real pulses go in as 0, "now", and their contact bounce and spikes as delays; see
+Bounce), the Wi-Fi (a file holding up/down/nodns, and the site's networks with their passwords:
+set_wifi()), the access point of setup mode (its page on a loopback port of its own:
+access_point()), the unique id, and the power supply: power_on() starts `micropython main.py`
+from the device tree
 (tools/build_device.py), power_cut() is SIGKILL, and a firmware reset (exit code 3) powers it
 straight back on, like the chip's reset line, telling the new boot it was a reset
 (METER_RESET=1, as the ESP32's reset reason register would). Console lines are kept with host
@@ -45,6 +48,52 @@ def _flashimg(image, *args, data=None):
     env = dict(os.environ, MICROPYPATH=ROOT + ":.frozen")
     return subprocess.run([MICROPYTHON, os.path.join(ROOT, "lab", "flashimg.py"), image] +
                           list(args), env=env, capture_output=True, timeout=60)
+
+
+_STEP_US = 50  # one unit of the FIFO's per-edge delay (firmware/hal/unix.py)
+
+
+class Bounce:
+    """What a bad contact or a long unshielded wire adds to each real edge, for VirtualMeter.pulse.
+
+    edges: extra edges after every real one, each 0.5-5 ms (min_ms..max_ms) after it, as a
+    mechanical contact bounces (the edge filter must reject them all: keep max_ms below
+    pulse_min_interval_ms). spike_p: the chance that a real edge also brings an isolated
+    spike, one more edge spike_ms after it (alone, well after the bounce, still inside the
+    debounce window: EMI that the interrupt handler rejects and the hardware counter counts;
+    the default 6-9 ms keeps to 2/3 of the default 15 ms window, as firmware/pulses.py needs).
+    Seeded: the same train every run. after() gives the offsets in ms of one edge's extras."""
+
+    def __init__(self, edges=2, min_ms=0.5, max_ms=5.0, spike_p=0.0, spike_ms=(6.0, 9.0), seed=1):
+        import random
+        assert 0 < min_ms <= max_ms and spike_ms[1] < 12.7
+        self.edges, self.min_ms, self.max_ms = edges, min_ms, max_ms
+        self.spike_p, self.spike_ms = spike_p, spike_ms
+        self._rand = random.Random(seed)
+        self.extra = 0  # extra edges played so far
+
+    def after(self):
+        r = self._rand
+        offsets = sorted(r.uniform(self.min_ms, self.max_ms) for _ in range(self.edges))
+        if self.spike_p and r.random() < self.spike_p:
+            offsets.append(r.uniform(*self.spike_ms))
+        self.extra += len(offsets)
+        return offsets
+
+
+def edge_bytes(n, bounce=None):
+    """FIFO bytes for n real edges now, each followed by its bounce (firmware/hal/unix.py)."""
+    if bounce is None:
+        return bytes(n)
+    out = bytearray()
+    for _ in range(n):
+        out.append(0)
+        prev = 0
+        for off in bounce.after():
+            units = max(1, min(255, round((off - prev) * 1000 / _STEP_US)))
+            out.append(units)
+            prev += units * _STEP_US / 1000
+    return bytes(out)
 
 
 def decode_record(raw):
@@ -97,8 +146,9 @@ class VirtualMeter:
         self.proc = None
         self.powered = False
         self.auto_restart = True
-        self.pulses_delivered = 0  # edges the running firmware could see
-        self.pulses_lost_off = 0  # edges written but never read: the meter had no power
+        self.pulses_delivered = 0  # real pulses the running firmware could see
+        self.pulses_lost_off = 0  # real pulses written but never read: the meter had no power
+        self.noise_edges = 0  # bounce and spike edges written while powered (not pulses)
         self._closed = False
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -172,28 +222,47 @@ class VirtualMeter:
         elif os.path.exists(self.buttonfile):
             os.unlink(self.buttonfile)
 
-    def pulse(self, n=1):
-        """n edges on the pulse input, now. Edges while the power is off reach nobody."""
-        data = b"." * n
+    def pulse(self, n=1, bounce=None):
+        """n real pulses on the pulse input, now, each with its contact bounce (a Bounce) if
+        given. Edges while the power is off reach nobody."""
+        data = edge_bytes(n, bounce)
+        if not self._write(data):
+            return
+        with self._lock:
+            if self.powered:
+                self.pulses_delivered += n
+                self.noise_edges += len(data) - n
+            else:
+                self.pulses_lost_off += n
+                self._drain()
+
+    def spike(self):
+        """One noise edge now, on its own (not a pulse: a spike this far from any real edge is
+        counted by any edge filter; see firmware/pulses.py)."""
+        if not self._write(b"\x01"):  # 50 µs after the previous edge (now), and not a pulse
+            return
+        with self._lock:
+            if self.powered:
+                self.noise_edges += 1
+            else:
+                self._drain()
+
+    def _write(self, data):
         while data:
             if self._closed:
-                return
+                return False
             try:
                 k = os.write(self._fifo_fd, data)
             except BlockingIOError:
                 time.sleep(0.001)  # pipe full: the meter is busy; the pulse hardware waits
                 continue
             data = data[k:]
-        with self._lock:
-            if self.powered:
-                self.pulses_delivered += n
-            else:
-                self.pulses_lost_off += n
-                self._drain()
+        return True
 
     def _drain(self):
-        # Bytes still in the pipe when the power went: nobody counted them.
-        n = 0
+        # Bytes still in the pipe when the power went: nobody counted them. Real pulses are the
+        # 0 bytes (edge_bytes); the rest were bounce and spikes.
+        pulses = noise = 0
         while True:
             try:
                 chunk = os.read(self._fifo_fd, 65536)
@@ -201,8 +270,9 @@ class VirtualMeter:
                 break
             if not chunk:
                 break
-            n += len(chunk)
-        return n
+            pulses += chunk.count(0)
+            noise += len(chunk) - chunk.count(0)
+        return pulses, noise
 
     # --- power -----------------------------------------------------------------------------------
     def env(self):
@@ -246,9 +316,10 @@ class VirtualMeter:
             self._radio_off()
             self.exits.append((time.time(), rc))
             self.powered = False
-            lost = self._drain()
+            lost, noise = self._drain()
             self.pulses_delivered -= lost
             self.pulses_lost_off += lost
+            self.noise_edges -= noise
             self._cond.notify_all()
             restart = self.auto_restart and rc == RESET_EXIT_CODE
         if restart:
@@ -268,9 +339,10 @@ class VirtualMeter:
             self._radio_off()
             self.exits.append((time.time(), proc.returncode))
             self.powered = False
-            lost = self._drain()
+            lost, noise = self._drain()
             self.pulses_delivered -= lost
             self.pulses_lost_off += lost
+            self.noise_edges -= noise
             self._cond.notify_all()
 
     def _radio_off(self):
@@ -328,11 +400,13 @@ class PulseTrain(threading.Thread):
     """Plays edges on a meter's pulse input at a power given by load_w(t) (t in seconds).
 
     Each edge is scheduled from the previous one: the gap is one pulse's energy divided by the
-    power at that instant, 3.6e6 / (C * P) seconds. Counts what it played."""
+    power at that instant, 3.6e6 / (C * P) seconds. bounce: a Bounce, played after every real
+    edge. Counts the real pulses it played."""
 
-    def __init__(self, meter, per_kwh, load_w, speedup=1.0, max_pulses=None):
+    def __init__(self, meter, per_kwh, load_w, speedup=1.0, max_pulses=None, bounce=None):
         super().__init__(daemon=True)
         self.meter = meter
+        self.bounce = bounce
         self.per_kwh = per_kwh
         self.load_w = load_w
         self.speedup = speedup
@@ -356,7 +430,7 @@ class PulseTrain(threading.Thread):
                 break
             if self.meter._closed:
                 break
-            self.meter.pulse(1)
+            self.meter.pulse(1, self.bounce)
             self.played += 1
             if self.max_pulses is not None and self.played >= self.max_pulses:
                 break

@@ -9,7 +9,9 @@
 #               step and by whole publish cycles, for BENCH_CYCLES cycles
 # BENCH_STALL=path   a file the driver writes a number of ms into: the main loop then blocks
 #               that long in time.sleep(), a C call that runs no scheduled handler (on this port
-#               time.sleep_ms would run them), while the pulse thread keeps counting
+#               time.sleep_ms would run them), while the pulse thread keeps counting. For the
+#               firmware the stall ends a main-loop step (Supervisor.step), where a TLS
+#               handshake or a flash write would be; for the baseline, its sleep between cycles
 # BENCH_FLASH=1 one console line per flash block program and erase
 #
 # Every figure leaves out the probe's own heap (BENCH probe_bytes). Wrappers have fixed
@@ -164,24 +166,31 @@ def _fw_published(meter):
 
 
 def _fw_step(meter):
+    # Without BENCH_HEAP, _phase is 4 from the start: just the step, and the stall after it.
     if _phase == 0:
         _boot_done()
     if _phase == 3:
         _measured(_orig["step"], meter, meter.pipeline.published, _fw_published)
-        return
-    before = meter.pipeline.published
-    _orig["step"](meter)
-    _sample()
-    if meter.pipeline.published > before:
-        _published_one(meter.pipeline.published)
+    else:
+        before = meter.pipeline.published
+        _orig["step"](meter)
+        _sample()
+        if meter.pipeline.published > before:
+            _published_one(meter.pipeline.published)
+    if _stall_path:
+        _sleep_ms(None, 0)  # where a TLS handshake or a flash write would block
 
 
 def _run_firmware(heap):
-    if heap:
+    global _phase
+    if heap or _stall_path:
         from firmware.supervisor import Supervisor
         _orig["step"] = Supervisor.step
         Supervisor.step = _fw_step
+    if heap:
         _patch_mqtt(True)
+    else:
+        _phase = 4
     import meter_main  # noqa: F401  (main.py: runs the meter)
 
 
@@ -242,8 +251,10 @@ def _run_baseline(heap):
 # --- stalls and flash counting (firmware/hal/unix.py, patched at class level) ------------------------
 
 def _sleep_ms(self, ms):
+    # Every 100 ms at most: a look at the stall file, and the stall it asks for. The firmware
+    # calls this with ms 0 after each step (_fw_step); the baseline sleeps in it (the Hal's).
     global _stall_next
-    while ms > 0:
+    while True:
         now = time.ticks_ms()
         if time.ticks_diff(now, _stall_next) >= 0:
             _stall_next = time.ticks_add(now, 100)
@@ -258,6 +269,8 @@ def _sleep_ms(self, ms):
                 print("BENCH stall %d" % n)
                 time.sleep(n / 1000)
                 print("BENCH stall_end %d" % n)
+        if ms <= 0:
+            return
         chunk = ms if ms < 100 else 100
         _orig["sleep_ms"](self, chunk)
         ms -= chunk
@@ -276,7 +289,7 @@ def _ioctl(self, op, arg):
 
 def _patch_hal():
     from firmware.hal import unix
-    if _stall_path:
+    if _stall_path and os.getenv("BENCH_TARGET") == "baseline":
         _orig["sleep_ms"] = unix.Hal.sleep_ms
         unix.Hal.sleep_ms = _sleep_ms
     if os.getenv("BENCH_FLASH"):

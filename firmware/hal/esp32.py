@@ -165,13 +165,21 @@ class Hal:
 
     def pulse_input(self, pin, pull_up, edge, handler, use_hw):
         P = machine.Pin
+        pull = P.PULL_UP if pull_up else None
         # pull=None (no pull resistor) is documented for machine.Pin; the stubs say int only.
-        p = P(pin, P.IN, P.PULL_UP if pull_up else None)  # pyright: ignore[reportArgumentType]
+        p = P(pin, P.IN, pull)  # pyright: ignore[reportArgumentType]
+        hw = None
+        if use_hw and hasattr(machine, "Counter"):
+            hw = _HwCounter(p, edge)
+            # Setting the PCNT channel's pin up turns the internal pull-up on, whatever the Pin
+            # was given (ESP-IDF's legacy driver, which machine.Counter goes through, does it in
+            # pcnt_set_pin; the newer pulse_cnt driver does it too, and also disables the pin's
+            # interrupt): docs/esp32.md, The pulse input. So the configured pull is set again
+            # now, and the interrupt attached after. Neither touches the GPIO-matrix routing.
+            p.init(pull=pull)  # pyright: ignore[reportArgumentType]
         p.irq(trigger=P.IRQ_FALLING if edge == "falling" else P.IRQ_RISING, handler=handler)
         self._pins.append(p)
-        if use_hw and hasattr(machine, "Counter"):
-            return _HwCounter(p, edge)
-        return None
+        return hw
 
     def led_setter(self, pin, inverted):
         if pin is None:

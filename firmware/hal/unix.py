@@ -5,9 +5,16 @@
 #   flash.img), mounted at /flash and made the working directory, so a SIGKILL behaves like a
 #   power cut on real flash (copy-on-write metadata, atomic rename).
 # - Pulses: a thread reads the FIFO named by METER_PULSES; every byte is one edge on the pulse
-#   pin. Like the ESP32 it plays both pieces of hardware: the PCNT counter (counts every edge,
-#   whatever Python is doing) and the GPIO interrupt, delivered through micropython.schedule as
-#   ESP32 soft IRQs are, queue overflow included (the edge then reaches only the counter).
+#   pin, and its value is when: the delay since the previous edge in 50 µs steps (0: at once,
+#   when read; 1..255: 50 µs to 12.75 ms after the previous edge was played, or at once if that
+#   instant has passed). So a writer can hand over an edge and its contact bounce in one write
+#   and the thread replays their sub-millisecond timing (lab/meterhost.py writes real pulses as
+#   0 and bounce and spikes as delays). Like the ESP32 the thread plays both pieces of
+#   hardware: the PCNT counter (counts every edge, bounce and spikes included, whatever Python
+#   is doing) and the GPIO interrupt, delivered through micropython.schedule as ESP32 soft IRQs
+#   are, queue overflow included (the edge then reaches only the counter). Counting and
+#   scheduling happen together (a lock against take()), as PCNT and the GPIO interrupt see the
+#   same edge within microseconds; an OS thread preempted between the two would not.
 # - Network: METER_NET names a file holding "up" (default), "down" (Wi-Fi lost: no sockets, no
 #   DNS), "nodns" (Wi-Fi up, name resolution fails) or "nontp" (Wi-Fi, DNS and TCP work, NTP's
 #   UDP port 123 is blocked). Sockets are real TCP to the host.
@@ -108,12 +115,15 @@ def mount_flash(path, mountpoint="/flash", delay_ms=0):
 
 class _HwCounter:
     # The PCNT stand-in: the feeder thread is its only writer, the main loop only reads.
-    def __init__(self):
+    def __init__(self, lock):
         self.total = 0
         self._taken = 0
+        self.lock = lock  # held by the feeder from counting an edge to scheduling its handler
 
     def take(self):
+        self.lock.acquire()
         t = self.total
+        self.lock.release()
         n = t - self._taken
         self._taken = t
         return n
@@ -269,11 +279,11 @@ class Hal:
 
     # --- pins --------------------------------------------------------------------------------
     def pulse_input(self, pin, pull_up, edge, handler, use_hw):
+        import _thread
         self._handler = handler
-        self._hw = _HwCounter() if use_hw else None
+        self._hw = _HwCounter(_thread.allocate_lock()) if use_hw else None
         path = os.getenv("METER_PULSES")
         if path:
-            import _thread
             self._open_doorbell()
             _thread.start_new_thread(self._feed, (path,))
         return self._hw
@@ -299,18 +309,29 @@ class Hal:
         # is blocked in a TLS handshake or a flash write.
         edge = bytearray(1)  # one byte per read: MicroPython's readinto waits for a full buffer
         hw = self._hw
+        lock = hw.lock if hw is not None else None
         handler = self._handler
         bell = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
         addr = self._wake_addr
+        played = time.ticks_us()
         while True:
             with open(path, "rb") as f:  # blocks until the load driver opens the FIFO
                 while f.readinto(edge):
-                    if hw is not None:
+                    if edge[0]:
+                        wait = time.ticks_diff(time.ticks_add(played, edge[0] * 50),
+                                               time.ticks_us())
+                        if wait > 0:
+                            time.sleep_us(wait)
+                    if lock is not None:
+                        lock.acquire()
                         hw.total += 1
                     try:
                         micropython.schedule(handler, None)
                     except RuntimeError:
                         self.sched_overflows += 1  # as on ESP32: the soft IRQ is lost
+                    if lock is not None:
+                        lock.release()
+                    played = time.ticks_us()
                     try:
                         bell.sendto(b".", addr)  # wake the main thread if it sleeps
                     except OSError:

@@ -16,7 +16,8 @@ from bench.report import check_numeric, get  # noqa: E402
 
 REQUIRED = ("heap_after_boot_bytes", "heap_steady_bytes", "heap_peak_bytes", "min_heapsize_bytes",
             "alloc_per_publish_bytes", "alloc_per_cycle_bytes", "isr_alloc_bytes",
-            "pulse_loss.interrupt_only", "power_error_pct.steady", "power_error_pct.after_step",
+            "pulse_loss.interrupt_only", "pulse_loss_bounce.interrupt_only",
+            "power_error_pct.steady", "power_error_pct.after_step",
             "zero_power_delay_s", "boot_to_telemetry_ms", "first_boot_ms",
             "wire_bytes_per_point.plain_single", "wire_bytes_per_point.tls_single",
             "messages_per_hour", "data_points_per_hour", "flash_writes_per_hour",
@@ -45,6 +46,8 @@ def test_every_figure_is_a_number_and_none_is_missing(results):
         missing = [k for k in REQUIRED if get(results[kind], k) is None]
         assert not missing, (kind, missing)
     assert get(results["firmware"], "pulse_loss.hw_counter")
+    assert get(results["firmware"], "pulse_loss_bounce.hw_counter")
+    assert results["goals"]["pulse_loss_bounce_hw_counter_worst"]["target"] == 0
     assert results["meta"]["machine"] and results["meta"]["micropython"]
 
 
@@ -99,3 +102,16 @@ def test_the_heap_breakdown_and_the_allocation_trace_account_for_the_heap(result
     # The traced step allocates what the untraced one does: the tracer adds nothing.
     assert 0.5 * measured <= a["net"] <= 2 * measured, (a["net"], measured)
     assert a["requested"] >= a["net"] // 2 and a["lines"]
+
+
+def test_with_bounce_the_counter_keeps_real_pulses_and_the_baseline_counts_the_bounce(results):
+    # 17 pulses/s, each bouncing twice, three 0.5 s stalls: the firmware's hardware-counter
+    # path ends exactly on the real pulses; its interrupt-only path loses some in the stalls
+    # but counts no bounce (at most one queued edge per stall); the baseline, with no
+    # debounce, counts every bounce edge as a pulse.
+    hw = results["firmware"]["pulse_loss_bounce"]["hw_counter"]
+    assert all(v == 0 for by_stall in hw.values() for v in by_stall.values()), hw
+    irq = results["firmware"]["pulse_loss_bounce"]["interrupt_only"]
+    assert all(v > 0 for by_stall in irq.values() for v in by_stall.values()), irq
+    base = results["baseline"]["pulse_loss_bounce"]["interrupt_only"]
+    assert all(v < -17 for by_stall in base.values() for v in by_stall.values()), base

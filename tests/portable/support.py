@@ -84,3 +84,104 @@ def telemetry_bytes(readings, per_kwh):
     from firmware.telemetry import Payload
     mv, _ = Payload(64 + 160 * len(readings)).batch(readings, per_kwh)
     return bytes(mv)
+
+
+class Lcg:
+    # A small deterministic generator: the same numbers on CPython and MicroPython.
+    def __init__(self, seed):
+        self.x = seed & 0x7FFFFFFF
+
+    def below(self, n):
+        self.x = (self.x * 1103515245 + 12345) & 0x7FFFFFFF
+        return (self.x >> 8) % n
+
+
+def bouncing_edges(rate, seconds, bounce=2, seed=1, start_us=1000000, spikes=0):
+    """Edge times (µs) of a contact closing `rate` times a second for `seconds`, each closure
+    followed by `bounce` extra edges 0.5-5 ms after it, and every `spikes`-th closure (0: none)
+    by an isolated spike 6-9 ms after it. Returns (sorted edge times, real pulses)."""
+    r = Lcg(seed)
+    period = 1000000 // rate
+    out = []
+    n = rate * seconds
+    for i in range(n):
+        t = start_us + i * period
+        out.append(t)
+        for _ in range(bounce):
+            out.append(t + 500 + r.below(4501))
+        if spikes and i % spikes == spikes - 1:
+            out.append(t + 6000 + r.below(3001))
+    out.sort()
+    return out, n
+
+
+class Hw:
+    # A hardware counter: counts every edge played; take() returns the count since the last.
+    def __init__(self):
+        self.count = 0
+
+    def take(self):
+        n, self.count = self.count, 0
+        return n
+
+
+class MainLoop:
+    """The meter's main loop around a PulseCounter, with the pulse hardware of an ESP32:
+    each step drains the counter (service), works for step_us, may stall, calls idle() and
+    sleeps loop_ms. Every edge reaches the hardware counter (if any); its handler runs at once
+    unless the loop is stalled, when it waits in a queue of `queue` (8 on ESP32, 4 on the Unix
+    port; the rest are dropped, as micropython.schedule drops them) and runs when the stall
+    ends, back to back, with the timestamp of then (the soft-IRQ wart)."""
+
+    def __init__(self, counter, clock, hw=None, queue=8, loop_ms=50, step_us=500, idle=True):
+        self.p, self.clock, self.hw, self.queue = counter, clock, hw, queue
+        self.loop_us, self.step_us, self.idle = loop_ms * 1000, step_us, idle
+        self.dropped = 0
+
+    def _play(self, edges, i, until, blocked_until=None):
+        # Plays edges[i:] that happen before `until`; returns the next index.
+        q = []
+        while i < len(edges) and edges[i] < until:
+            t = edges[i]
+            if self.hw is not None:
+                self.hw.count += 1
+            if blocked_until is not None:
+                if len(q) < self.queue:
+                    q.append(t)
+                else:
+                    self.dropped += 1
+            else:
+                self.clock.us = t
+                self.p.edge(None)
+            i += 1
+        for j in range(len(q)):
+            self.clock.us = until + 30 * j  # the queue drains back to back after the stall
+            self.p.edge(None)
+        self.burst_us = 30 * len(q)
+        return i
+
+    def run(self, edges, end_us, stalls=(), busy=()):
+        """Run until end_us. stalls: (start_us, length_us) blocked in C; busy: (start_us,
+        length_us) of steps that run Python that long (handlers on time)."""
+        stalls = sorted(stalls)
+        busy = sorted(busy)
+        i = 0
+        t = self.clock.us
+        while t < end_us:
+            i = self._play(edges, i, t)
+            self.clock.us = t
+            self.p.service(t // 1000)
+            t += self.step_us
+            i = self._play(edges, i, t)
+            if busy and busy[0][0] <= t:
+                t += busy.pop(0)[1]
+                i = self._play(edges, i, t)
+            if stalls and stalls[0][0] <= t:
+                length = stalls.pop(0)[1]
+                i = self._play(edges, i, t + length, True)
+                t += length + self.burst_us
+            self.clock.us = t
+            if self.idle:
+                self.p.idle()
+            t += self.loop_us
+        return i

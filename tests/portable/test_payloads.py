@@ -26,8 +26,15 @@ def test_no_null_nan_or_infinity_can_appear():
     text = telemetry_bytes([(1, 0, telemetry.power_dw(0.0))], 1000).decode()
     for bad in ("null", "NaN", "Infinity"):
         assert bad not in text
-    h = json.loads(telemetry.health(0, 10, None, 5000, 0))
+    h = json.loads(telemetry.health(0, 10, None, 5000, 0, 0))
     assert "rssi_dbm" not in h and h["uptime_s"] == 10
+
+
+def test_health_says_how_noisy_the_pulse_input_is():
+    h = json.loads(telemetry.health(1795000000000, 10, -61, 5000, 3, 20))
+    assert h == {"ts": 1795000000000, "values": {"uptime_s": 10, "heap_free": 5000,
+                                                "missed_edges": 3, "bounced_edges": 20,
+                                                "rssi_dbm": -61}}
 
 
 def test_attributes_payload_uses_the_configured_key_names():

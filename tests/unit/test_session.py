@@ -421,4 +421,4 @@ def test_health_reports_the_idf_heap_where_the_board_has_one():
     assert health
     values = health[-1].get("values", health[-1])
     assert values["idf_free"] == 91234 and values["idf_largest"] == 40960
-    assert b'"idf_free"' not in telemetry.health(0, 1, None, 2, 0)
+    assert b'"idf_free"' not in telemetry.health(0, 1, None, 2, 0, 0)
