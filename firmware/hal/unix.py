@@ -21,6 +21,22 @@
 #   meters (lab/meterhost.py) run with it.
 # - METER_UID: hex unique id (the MAC on a board); METER_BUTTON: a file whose presence means
 #   the BOOT button is held; METER_FLASH_DELAY_MS: a slow flash chip (each block write blocks).
+# - Flash faults (the meter must degrade, never reset: README, when the flash fails):
+#     a smaller flash               an image keeps the size it was made with (file size / 4096
+#                                   blocks; a new one has 512, 2 MiB): create the file, 0xFF
+#                                   bytes, before first use
+#     METER_FLASH_EIO_AFTER=<n>     a worn chip: after n block programs since power-up, every
+#                                   program fails with EIO (0: from boot)
+#     METER_FLASH_EIO_FROM_MS=<ms>  programs fail with EIO from this uptime on ...
+#     METER_FLASH_EIO_UNTIL_MS=<ms> ... and work again from this one (a flaky supply or
+#                                   connection to the chip; without it, until power-off)
+#     METER_FLASH_FULL_FROM_MS=<ms> at this uptime (0: at boot) the filesystem fills up: files
+#                                   ballast<k>.bin at its root take every free block, as other
+#                                   data would, and stay (lab/flashimg.py IMAGE rm ...)
+#   EIO is the block device's answer (a negative errno, which LittleFS hands up), so each
+#   write site sees what a failing chip gives it: OSError(EIO) from the write, the close or the
+#   rename that needed the block. Erases are not refused: LittleFS erases a block only right
+#   before it programs it. ENOSPC comes from LittleFS itself, on a really full filesystem.
 # - METER_FAULT_MS: the first watchdog feed after this many ms of uptime raises RuntimeError,
 #   an unexpected fault deep in the main loop, for the tests of main.py's last-chance handler.
 # - reset(): exits with RESET_EXIT_CODE; the harness (lab/meterhost.py) powers the meter up
@@ -48,25 +64,40 @@ _TICKS_HALF = const(0x20000000)
 class FileBlockDev:
     # LittleFS2 block device (extended interface: offsets within a block) over a host file.
     def __init__(self, path, blocks=_BLOCKS, delay_ms=0):
-        self.blocks = blocks
         self.delay_ms = delay_ms
+        self.writes = 0  # block programs since power-up
+        self._fault_at = None  # [programs before EIO, EIO from, EIO until (ticks_ms)]: Hal.mount
         # Erased flash reads as 0xFF. Allocated once, at mount time: erases happen mid-run, on
         # a heap that may be too fragmented by then (the ESP32 erases in C). 256 bytes, written
         # 16 times per block, keeps the simulator's own heap use close to the board's.
         self._erased = b"\xff" * _ERASE_CHUNK
         try:
-            self._f = open(path, "r+b")
+            size = os.stat(path)[6]
         except OSError:
+            size = 0
+        if size >= 2 * _BLOCK:
+            blocks = size // _BLOCK  # an image keeps the size it was made with
+            self._f = open(path, "r+b")
+        else:
             self._f = open(path, "w+b")
             for _ in range(blocks * _BLOCK // _ERASE_CHUNK):
                 self._f.write(self._erased)
             self._f.flush()
+        self.blocks = blocks
 
     def readblocks(self, n, buf, off=0):
         self._f.seek(n * _BLOCK + off)
         self._f.readinto(buf)
 
     def writeblocks(self, n, buf, off=0):
+        f = self._fault_at
+        if f is not None:
+            now = time.ticks_ms()
+            if (f[0] is not None and self.writes >= f[0]) or (
+                    f[1] is not None and time.ticks_diff(now, f[1]) >= 0 and
+                    (f[2] is None or time.ticks_diff(now, f[2]) < 0)):
+                return -5  # EIO: LittleFS hands it up as OSError(EIO)
+        self.writes += 1
         if self.delay_ms:
             # A slow flash chip: the main thread is blocked here, soft IRQs included (time.sleep
             # runs no scheduled callbacks on this port; time.sleep_ms would).
@@ -166,6 +197,7 @@ class Hal:
         self.sched_overflows = 0  # edges whose soft IRQ was dropped (queue full)
         self.wdt_fed_ms = None
         self._fault_at = None
+        self.full = None  # ticks_ms at which the flash fills up (METER_FLASH_FULL_FROM_MS)
 
     # --- time ------------------------------------------------------------------------------
     def sleep_ms(self, ms):
@@ -214,9 +246,39 @@ class Hal:
         return gc.mem_free()
 
     def mount(self):
-        mount_flash(os.getenv("METER_FLASH") or "flash.img",
-                    delay_ms=int(os.getenv("METER_FLASH_DELAY_MS") or 0))
+        env = os.getenv
+        dev = mount_flash(env("METER_FLASH") or "flash.img",
+                          delay_ms=int(env("METER_FLASH_DELAY_MS") or 0))
         os.chdir("/flash")
+        # Flash faults (header). Uptime counts from here, as the meter's does.
+        now = time.ticks_ms()
+        after, since, until = (env("METER_FLASH_EIO_AFTER"), env("METER_FLASH_EIO_FROM_MS"),
+                               env("METER_FLASH_EIO_UNTIL_MS"))
+        if after or since:
+            dev._fault_at = [int(after) if after else None,
+                             time.ticks_add(now, int(since)) if since else None,
+                             time.ticks_add(now, int(until)) if until else None]
+        full = env("METER_FLASH_FULL_FROM_MS")
+        if full:
+            self.full = time.ticks_add(now, int(full))
+            if not int(full):
+                self.fill()
+
+    def fill(self):
+        # METER_FLASH_FULL_FROM_MS: other files take every free block, one each (2 KB: not
+        # inline in a directory), until LittleFS refuses one. Runs between main-loop steps
+        # (wdt_feed), never inside a flash operation.
+        self.full = None
+        zeros = bytes(_ERASE_CHUNK)
+        k = 0
+        try:
+            while True:
+                k += 1
+                with open("/flash/ballast%d.bin" % k, "wb") as f:
+                    for _ in range(8):
+                        f.write(zeros)
+        except OSError:
+            print("hal: flash full (METER_FLASH_FULL_FROM_MS)")
 
     # --- network -----------------------------------------------------------------------------
     def _net(self):
@@ -317,6 +379,8 @@ class Hal:
 
     def wdt_feed(self):
         self.wdt_fed_ms = time.ticks_ms()
+        if self.full is not None and time.ticks_diff(self.wdt_fed_ms, self.full) >= 0:
+            self.fill()
         if self._fault_at is not None and time.ticks_diff(self.wdt_fed_ms, self._fault_at) >= 0:
             self._fault_at = None
             raise RuntimeError("injected fault (METER_FAULT_MS)")
