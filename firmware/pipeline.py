@@ -219,7 +219,7 @@ class Pipeline:
         ts = self._clock.epoch_ms()
         link.publish(telemetry.TOPIC, telemetry.health(
             ts if ts > 0 else 0, self.uptime_s(), hal.wifi_rssi(), hal.mem_free(),
-            self.pulses.missed_edges), 0)
+            self.pulses.missed_edges, errors=self._store.errors + self.queue.errors), 0)
 
     # --- planned stop ----------------------------------------------------------------------------
 

@@ -65,9 +65,10 @@ class Payload:
         return self._mv[:n], used
 
 
-def health(ts, uptime_s, rssi_dbm, heap_free, missed_edges):
-    vals = '{"uptime_s":%d,"heap_free":%d,"missed_edges":%d%s}' % (
-        uptime_s, heap_free, missed_edges,
+def health(ts, uptime_s, rssi_dbm, heap_free, missed_edges, errors=0):
+    # errors: flash writes refused since boot, flash_errors (firmware/store.py, backlog.py).
+    vals = '{"uptime_s":%d,"heap_free":%d,"missed_edges":%d,"flash_errors":%d%s}' % (
+        uptime_s, heap_free, missed_edges, errors,
         ',"rssi_dbm":%d' % rssi_dbm if rssi_dbm is not None else "")
     if ts:
         return ('{"ts":%d,"values":%s}' % (ts, vals)).encode()
