@@ -37,6 +37,9 @@
 #   write site sees what a failing chip gives it: OSError(EIO) from the write, the close or the
 #   rename that needed the block. Erases are not refused: LittleFS erases a block only right
 #   before it programs it. ENOSPC comes from LittleFS itself, on a really full filesystem.
+#   Set up and played by firmware/hal/unix_faults.py, imported only for the moment it takes:
+#   the simulator's test-only code stays out of the heap the meter runs in (the tests' heap
+#   stands for the ESP32's).
 # - METER_FAULT_MS: the first watchdog feed after this many ms of uptime raises RuntimeError,
 #   an unexpected fault deep in the main loop, for the tests of main.py's last-chance handler.
 # - reset(): exits with RESET_EXIT_CODE; the harness (lab/meterhost.py) powers the meter up
@@ -59,6 +62,7 @@ _BLOCKS = const(512)  # 2 MiB, the data partition of a 4 MiB ESP32 module
 _NET_CHECK_MS = const(200)
 _TICKS_MASK = const(0x3FFFFFFF)  # the ESP32's ticks period, 2**30, minus 1
 _TICKS_HALF = const(0x20000000)
+_FAULTS = const("firmware.hal.unix_faults")
 
 
 class FileBlockDev:
@@ -118,13 +122,22 @@ class FileBlockDev:
         return 0
 
 
-def mount_flash(path, mountpoint="/flash", delay_ms=0):
+def mount_flash(path, mountpoint="/flash", delay_ms=0, hal=None):
     dev = FileBlockDev(path, delay_ms=delay_ms)
     try:
         os.mount(os.VfsLfs2(dev), mountpoint)
     except OSError:
         os.VfsLfs2.mkfs(dev)  # blank image: format it, as a fresh chip is formatted on first boot
         os.mount(os.VfsLfs2(dev), mountpoint)
+    if hal is not None and (os.getenv("METER_FLASH_EIO_AFTER") or os.getenv(
+            "METER_FLASH_EIO_FROM_MS") or os.getenv("METER_FLASH_FULL_FROM_MS")):
+        # The meter's own flash: the faults the environment asks for (header), set up by
+        # firmware/hal/unix_faults.py, which is dropped again at once (sys.modules and the
+        # package), so its code is garbage as soon as it is done.
+        import sys
+        __import__(_FAULTS)
+        sys.modules.pop(_FAULTS).mount(hal, dev)
+        delattr(sys.modules["firmware.hal"], _FAULTS[13:])
     return dev
 
 
@@ -246,39 +259,9 @@ class Hal:
         return gc.mem_free()
 
     def mount(self):
-        env = os.getenv
-        dev = mount_flash(env("METER_FLASH") or "flash.img",
-                          delay_ms=int(env("METER_FLASH_DELAY_MS") or 0))
+        mount_flash(os.getenv("METER_FLASH") or "flash.img",
+                    delay_ms=int(os.getenv("METER_FLASH_DELAY_MS") or 0), hal=self)
         os.chdir("/flash")
-        # Flash faults (header). Uptime counts from here, as the meter's does.
-        now = time.ticks_ms()
-        after, since, until = (env("METER_FLASH_EIO_AFTER"), env("METER_FLASH_EIO_FROM_MS"),
-                               env("METER_FLASH_EIO_UNTIL_MS"))
-        if after or since:
-            dev._fault_at = [int(after) if after else None,
-                             time.ticks_add(now, int(since)) if since else None,
-                             time.ticks_add(now, int(until)) if until else None]
-        full = env("METER_FLASH_FULL_FROM_MS")
-        if full:
-            self.full = time.ticks_add(now, int(full))
-            if not int(full):
-                self.fill()
-
-    def fill(self):
-        # METER_FLASH_FULL_FROM_MS: other files take every free block, one each (2 KB: not
-        # inline in a directory), until LittleFS refuses one. Runs between main-loop steps
-        # (wdt_feed), never inside a flash operation.
-        self.full = None
-        zeros = bytes(_ERASE_CHUNK)
-        k = 0
-        try:
-            while True:
-                k += 1
-                with open("/flash/ballast%d.bin" % k, "wb") as f:
-                    for _ in range(8):
-                        f.write(zeros)
-        except OSError:
-            print("hal: flash full (METER_FLASH_FULL_FROM_MS)")
 
     # --- network -----------------------------------------------------------------------------
     def _net(self):
@@ -380,7 +363,13 @@ class Hal:
     def wdt_feed(self):
         self.wdt_fed_ms = time.ticks_ms()
         if self.full is not None and time.ticks_diff(self.wdt_fed_ms, self.full) >= 0:
-            self.fill()
+            # METER_FLASH_FULL_FROM_MS: between main-loop steps, never inside a flash
+            # operation; firmware/hal/unix_faults.py again only for this (as in mount_flash).
+            self.full = None
+            import sys
+            __import__(_FAULTS)
+            sys.modules.pop(_FAULTS).fill()
+            delattr(sys.modules["firmware.hal"], _FAULTS[13:])
         if self._fault_at is not None and time.ticks_diff(self.wdt_fed_ms, self._fault_at) >= 0:
             self._fault_at = None
             raise RuntimeError("injected fault (METER_FAULT_MS)")

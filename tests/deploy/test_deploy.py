@@ -325,6 +325,7 @@ def test_an_esp32_gets_no_unix_port_hal(tmp_path):
     esp32 = [r for _l, r in deploytool.for_platform(files, "esp32")]
     assert "firmware/hal/unix.mpy" not in esp32 and "firmware/hal/esp32.mpy" in esp32
     assert "firmware/hal/unixrtc.mpy" not in esp32  # the Unix HAL's RTC model
+    assert "firmware/hal/unix_faults.mpy" not in esp32  # its flash faults
     assert len(esp32) == len(files) - len(build_device.UNIX_ONLY)
     board = tmp_path / "board"
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_device.py"),
@@ -332,4 +333,5 @@ def test_an_esp32_gets_no_unix_port_hal(tmp_path):
     assert r.returncode == 0, r.stderr
     assert not (board / "firmware" / "hal" / "unix.mpy").exists()
     assert not (board / "firmware" / "hal" / "unixrtc.mpy").exists()
+    assert not (board / "firmware" / "hal" / "unix_faults.mpy").exists()
     assert (board / "firmware" / "hal" / "esp32.mpy").exists()

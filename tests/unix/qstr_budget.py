@@ -14,7 +14,7 @@ import firmware.crashes  # noqa: F401
 import firmware.credentials  # noqa: F401
 import firmware.cups  # noqa: F401
 import firmware.gesture  # noqa: F401
-import firmware.hal.unix  # noqa: F401
+import firmware.hal.unix  # noqa: F401  (not hal/unix_faults: only the flash-fault tests load it)
 import firmware.link  # noqa: F401
 import firmware.log  # noqa: F401
 import firmware.supervisor  # noqa: F401
