@@ -39,7 +39,6 @@ class Store:
         self._dir = _DIR if root == "." else root + "/" + _DIR
         self.writes = 0  # flash writes since boot, for status and benchmarks
         self.errors = 0  # writes the flash refused since boot (health: flash_errors)
-        self.failures = 0  # refused in a row: the flash is failing while this is not 0
         self._pending = {}  # name -> record the flash refused (None: a refused remove)
 
     def _path(self, name, ext=".json"):
@@ -85,7 +84,7 @@ class Store:
                 if e.args[0] != _EEXIST:
                     raise  # the flash refused the directory: say why, not ENOENT below
             # `with` closes the file: an unclosed file is empty after a reset (docs/unix-port.md
-            # §3), and a file left open after an error would hold LittleFS's buffers.
+            # §3), and one left open after an error would hold LittleFS's buffers.
             with open(tmp, "wb") as f:
                 f.write(body)
                 f.write(b"\n%08x\n" % (crc32(body) & 0xFFFFFFFF))
@@ -93,15 +92,15 @@ class Store:
             os.rename(tmp, self._path(name))
         except OSError as e:
             try:
-                os.remove(tmp)  # a half-written copy must not hold a full filesystem's last blocks
+                # A file over 128 bytes (credentials, the last error) takes a block of its own
+                # (measured on the Unix port's LittleFS): a refused copy must not hold a full
+                # filesystem's last one.
+                os.remove(tmp)
             except OSError:
                 pass
             return self._failed(e, name, obj)
         self.writes += 1
-        self._pending.pop(name, None)
-        if self.failures:
-            self._log.info("store", "flash writes work again (%d refused)", self.failures)
-            self.failures = 0
+        self._saved(name)
         return True
 
     def remove(self, name):
@@ -113,7 +112,7 @@ class Store:
         except OSError as e:
             if e.args[0] != _ENOENT:  # else absent already: nothing to do
                 return self._failed(e, name, None)
-        self._pending.pop(name, None)
+        self._saved(name)
         return True
 
     def flush(self):
@@ -125,13 +124,22 @@ class Store:
                 return False
         return True
 
+    def _saved(self, name):
+        # One line when the last record that waited in RAM is on flash (the spell is over).
+        if name in self._pending:
+            del self._pending[name]
+            if not self._pending:
+                self._log.info("store", "flash writes work again (%d refused since boot)",
+                               self.errors)
+
     def _failed(self, e, name, obj):
-        # The first refusal of a spell is logged (write() logs the first success after it).
+        # One line when the flash starts refusing (nothing waited in RAM yet); _saved() logs
+        # the end of the spell. MicroPython names only some error numbers: ENOSPC would show
+        # as a bare 28.
+        if not self._pending:
+            self._log.error("store", "%s not saved (%s): kept in RAM, written again later",
+                            self._path(name),
+                            "[Errno 28] ENOSPC" if e.args[0] == _ENOSPC else e)
         self._pending[name] = obj
         self.errors += 1
-        if not self.failures:
-            # MicroPython names only some error numbers: ENOSPC would show as a bare 28.
-            self._log.error("store", "%s not saved (%s): kept in RAM, written again later",
-                            self._path(name), "[Errno 28] ENOSPC" if e.args[0] == _ENOSPC else e)
-        self.failures += 1
         return False
