@@ -20,7 +20,7 @@
 #
 # Bounded by the flash too: each chunk file takes a whole LittleFS block (4 KB), so at boot
 # max_points comes down to what the free space holds, less a reserve for other files
-# (firmware/backlog_boot.py; README: offline buffering).
+# (firmware/backlog_flash.py; README: offline buffering).
 #
 # The flash may still refuse a write (OSError). Never a reason to reset:
 # - ENOSPC (full although the bound said it fits: other files grew): the oldest chunk goes
@@ -38,6 +38,7 @@ from binascii import crc32
 
 from micropython import const
 
+from firmware import unload
 from firmware.readings import ReadingQueue
 
 _DIR = const("state/buf")
@@ -63,16 +64,15 @@ class Backlog:
         self.writes = 0  # flash writes, for status and benchmarks
         self.thinned = 0  # readings dropped by thinning since boot
         self.errors = 0  # writes the flash refused since boot (health: flash_errors)
-        self.failures = 0  # refused in a row (EIO): the flash is failing while this is not 0
 
     # --- boot --------------------------------------------------------------------------------
 
     def load(self):
         """At boot: find the chunk files a previous boot left and bound max_points by what the
-        flash holds (firmware/backlog_boot.py, loaded for this only)."""
-        from firmware import backlog_boot, unload
-        backlog_boot.load(self)
-        unload("backlog_boot")
+        flash holds (firmware/backlog_flash.py, loaded for this only)."""
+        from firmware import backlog_flash
+        backlog_flash.load(self)
+        unload("backlog_flash")
 
     # --- queue interface (firmware/readings.py) ------------------------------------------------
 
@@ -88,6 +88,8 @@ class Backlog:
         # max_points 0: nothing fits on flash (a full filesystem at boot); the ring keeps the
         # newest readings.
         if len(ram) >= _SPILL and self.max_points and self._spill(ram.peek(_SPILL)):
+            if len(ram) > _SPILL:  # the spill was overdue: the flash had refused it
+                self._log.info("backlog", "flash writes work again")
             ram.drop(_SPILL)
 
     def peek(self, n):
@@ -120,14 +122,12 @@ class Backlog:
                 self._failed(e)
 
     def _failed(self, e):
-        # One line per spell of a failing chip; ENOSPC is handled (and logged) by discard().
-        # Returns the error number.
+        # One line when a spill's worth waits in RAM for the first time (the next readings try
+        # again quietly); ENOSPC is handled, and logged, by discard(). Returns the error number.
         self.errors += 1
         err = e.args[0]
-        if err != _ENOSPC:
-            if not self.failures:
-                self._log.error("backlog", "flash write failed (%s): readings wait in RAM", e)
-            self.failures += 1
+        if err != _ENOSPC and len(self._ram) == _SPILL:
+            self._log.error("backlog", "flash write failed (%s): readings wait in RAM", e)
         return err
 
     def _read(self, seq, start, n):
@@ -183,9 +183,6 @@ class Backlog:
                 pass
             return -self._failed(e)
         self.writes += 1
-        if self.failures:
-            self._log.info("backlog", "flash writes work again (%d refused)", self.failures)
-            self.failures = 0
         return count
 
     def _spill(self, readings):
@@ -217,25 +214,18 @@ class Backlog:
         return True
 
     def discard(self):
-        """The filesystem is full: drop the oldest chunk (never the newest), and bound the
-        backlog by what it holds now. False when there is nothing to drop."""
-        files = self._files
-        blocks = len(files)  # what the backlog has: the write that needed one more was refused
-        if blocks < 2:
+        """The filesystem is full: drop the oldest chunk (never the newest) and bound the
+        backlog by what it holds now (firmware/backlog_flash.py, loaded for this only). False
+        when there is nothing to drop, or no room to load that code: the readings then wait in
+        RAM, as for a refused write."""
+        if len(self._files) < 2:
             return False
-        seq, count = files.pop(0)
-        count -= self._offset
-        self.thinned += count
-        self._offset = 0
-        self._rm(self._path(seq))
-        # At rest blocks - 2 files (thinning keeps max(files_max, max_points / _CHUNK_MAX + 1)),
-        # so that a new chunk and the copy a thin or merge writes still fit.
-        files_max = max(1, blocks - 2)
-        if files_max < self.files_max:
-            self.files_max = files_max
-            self.max_points = min(self.max_points, max(0, blocks - 3) * _CHUNK_MAX)
-            self._log.warn("backlog", "flash full: %d oldest readings dropped; up to %d from "
-                           "now on", count, self.max_points)
+        try:
+            from firmware import backlog_flash
+        except MemoryError:
+            return False
+        backlog_flash.discard(self)
+        unload("backlog_flash")
         return True
 
     def _thin(self):

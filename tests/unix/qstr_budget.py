@@ -7,7 +7,7 @@ import micropython
 
 import firmware.attributes  # noqa: F401
 import firmware.backlog  # noqa: F401
-import firmware.backlog_boot  # noqa: F401
+import firmware.backlog_flash  # noqa: F401
 import firmware.backoff  # noqa: F401
 import firmware.config
 import firmware.crashes  # noqa: F401

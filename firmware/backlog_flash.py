@@ -1,6 +1,7 @@
-# The boot-only half of the backlog (firmware/backlog.py): what a previous boot left on flash,
-# and how many readings this flash can hold. Backlog.load() imports it once at boot and
-# unloads it again: the resident backlog keeps only what runs while the meter reports.
+# The backlog's file work that runs rarely (firmware/backlog.py): at boot, what a previous boot
+# left on flash and how many readings this flash can hold; on a full filesystem, what goes.
+# Backlog.load() and Backlog.discard() import it for that moment and unload it again: the
+# resident backlog keeps only what runs while the meter reports.
 
 import os
 import struct
@@ -88,3 +89,23 @@ def _check(queue, seq):
         return (size - 4) // _REC
     except (OSError, ValueError):
         return 0
+
+
+def discard(queue):
+    # ENOSPC although the bound said it fits (other files grew, the chip lost blocks): the
+    # oldest chunk goes whole (removing needs no free block; thinning would), and the backlog
+    # is bounded by what it holds now: at rest its file count less 2, so that a new chunk and
+    # the copy a thin or merge writes still fit (thinning keeps max(files_max,
+    # max_points / _CHUNK_MAX + 1) files).
+    files = queue._files
+    blocks = len(files)  # what the backlog has: the write that needed one more was refused
+    seq, count = files.pop(0)
+    count -= queue._offset
+    queue.thinned += count
+    queue._offset = 0
+    queue._rm(queue._path(seq))
+    if blocks - 2 < queue.files_max:
+        queue.files_max = max(1, blocks - 2)
+        queue.max_points = min(queue.max_points, max(0, blocks - 3) * _CHUNK_MAX)
+        queue._log.warn("backlog", "flash full: %d oldest readings dropped; up to %d from now on",
+                        count, queue.max_points)
