@@ -37,9 +37,11 @@
 #   write site sees what a failing chip gives it: OSError(EIO) from the write, the close or the
 #   rename that needed the block. Erases are not refused: LittleFS erases a block only right
 #   before it programs it. ENOSPC comes from LittleFS itself, on a really full filesystem.
-#   Set up and played by firmware/hal/unix_faults.py, imported only for the moment it takes:
-#   the simulator's test-only code stays out of the heap the meter runs in (the tests' heap
-#   stands for the ESP32's).
+#   Set up and played by firmware/hal/unix_faults.py, imported only for the moment it takes
+#   (an armed EIO keeps it, in the block device it wraps): the simulator's test-only code stays
+#   out of the heap the meter runs in (the tests' heap stands for the ESP32's). EIO is armed
+#   before LittleFS mounts, so a blank image cannot be formatted under it: give the meter an
+#   image made beforehand (lab/flashimg.py).
 # - METER_FAULT_MS: the first watchdog feed after this many ms of uptime raises RuntimeError,
 #   an unexpected fault deep in the main loop, for the tests of main.py's last-chance handler.
 # - reset(): exits with RESET_EXIT_CODE; the harness (lab/meterhost.py) powers the meter up
@@ -69,8 +71,6 @@ class FileBlockDev:
     # LittleFS2 block device (extended interface: offsets within a block) over a host file.
     def __init__(self, path, blocks=_BLOCKS, delay_ms=0):
         self.delay_ms = delay_ms
-        self.writes = 0  # block programs since power-up
-        self._fault_at = None  # [programs before EIO, EIO from, EIO until (ticks_ms)]: Hal.mount
         # Erased flash reads as 0xFF. Allocated once, at mount time: erases happen mid-run, on
         # a heap that may be too fragmented by then (the ESP32 erases in C). 256 bytes, written
         # 16 times per block, keeps the simulator's own heap use close to the board's.
@@ -94,14 +94,6 @@ class FileBlockDev:
         self._f.readinto(buf)
 
     def writeblocks(self, n, buf, off=0):
-        f = self._fault_at
-        if f is not None:
-            now = time.ticks_ms()
-            if (f[0] is not None and self.writes >= f[0]) or (
-                    f[1] is not None and time.ticks_diff(now, f[1]) >= 0 and
-                    (f[2] is None or time.ticks_diff(now, f[2]) < 0)):
-                return -5  # EIO: LittleFS hands it up as OSError(EIO)
-        self.writes += 1
         if self.delay_ms:
             # A slow flash chip: the main thread is blocked here, soft IRQs included (time.sleep
             # runs no scheduled callbacks on this port; time.sleep_ms would).
@@ -124,21 +116,31 @@ class FileBlockDev:
 
 def mount_flash(path, mountpoint="/flash", delay_ms=0, hal=None):
     dev = FileBlockDev(path, delay_ms=delay_ms)
+    faults = None
+    if hal is not None and (os.getenv("METER_FLASH_EIO_AFTER") or os.getenv(
+            "METER_FLASH_EIO_FROM_MS") or os.getenv("METER_FLASH_FULL_FROM_MS")):
+        # The meter's own flash, with the faults the environment asks for (header), armed on
+        # the device before LittleFS takes its methods.
+        faults = _faults()
+        if not faults.mount(hal, dev):
+            faults = None  # nothing more to do once mounted
     try:
         os.mount(os.VfsLfs2(dev), mountpoint)
     except OSError:
         os.VfsLfs2.mkfs(dev)  # blank image: format it, as a fresh chip is formatted on first boot
         os.mount(os.VfsLfs2(dev), mountpoint)
-    if hal is not None and (os.getenv("METER_FLASH_EIO_AFTER") or os.getenv(
-            "METER_FLASH_EIO_FROM_MS") or os.getenv("METER_FLASH_FULL_FROM_MS")):
-        # The meter's own flash: the faults the environment asks for (header), set up by
-        # firmware/hal/unix_faults.py, which is dropped again at once (sys.modules and the
-        # package), so its code is garbage as soon as it is done.
-        import sys
-        __import__(_FAULTS)
-        sys.modules.pop(_FAULTS).mount(hal, dev)
-        delattr(sys.modules["firmware.hal"], _FAULTS[13:])
+    if faults is not None:
+        faults.fill(hal)  # METER_FLASH_FULL_FROM_MS=0: full from boot
     return dev
+
+
+def _faults():
+    # firmware/hal/unix_faults.py, dropped again from sys.modules and the package at once: its
+    # code is garbage as soon as the caller is done with it (or, for an EIO, with the device).
+    import sys
+    __import__(_FAULTS)
+    delattr(sys.modules["firmware.hal"], _FAULTS[13:])
+    return sys.modules.pop(_FAULTS)
 
 
 class _HwCounter:
@@ -210,7 +212,7 @@ class Hal:
         self.sched_overflows = 0  # edges whose soft IRQ was dropped (queue full)
         self.wdt_fed_ms = None
         self._fault_at = None
-        self.full = None  # ticks_ms at which the flash fills up (METER_FLASH_FULL_FROM_MS)
+        self.full = None  # ticks_ms at which the flash fills up (firmware/hal/unix_faults.py)
 
     # --- time ------------------------------------------------------------------------------
     def sleep_ms(self, ms):
@@ -363,13 +365,7 @@ class Hal:
     def wdt_feed(self):
         self.wdt_fed_ms = time.ticks_ms()
         if self.full is not None and time.ticks_diff(self.wdt_fed_ms, self.full) >= 0:
-            # METER_FLASH_FULL_FROM_MS: between main-loop steps, never inside a flash
-            # operation; firmware/hal/unix_faults.py again only for this (as in mount_flash).
-            self.full = None
-            import sys
-            __import__(_FAULTS)
-            sys.modules.pop(_FAULTS).fill()
-            delattr(sys.modules["firmware.hal"], _FAULTS[13:])
+            _faults().fill(self)  # between main-loop steps, never inside a flash operation
         if self._fault_at is not None and time.ticks_diff(self.wdt_fed_ms, self._fault_at) >= 0:
             self._fault_at = None
             raise RuntimeError("injected fault (METER_FAULT_MS)")
