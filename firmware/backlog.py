@@ -119,9 +119,9 @@ class Backlog:
             os.remove(path)
         except OSError as e:
             if not e.args or e.args[0] != _ENOENT:
-                self._failed(e)
+                self._fail(e)
 
-    def _failed(self, e):
+    def _fail(self, e):
         # One line when a spill's worth waits in RAM for the first time (the next readings try
         # again quietly); ENOSPC is handled, and logged, by discard(). Returns the error number.
         self.errors += 1
@@ -181,7 +181,7 @@ class Backlog:
                 os.remove(tmp)  # a half-written copy must not hold a full filesystem's last block
             except OSError:
                 pass
-            return -self._failed(e)
+            return -self._fail(e)
         self.writes += 1
         return count
 

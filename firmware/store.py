@@ -39,15 +39,17 @@ class Store:
         self._dir = _DIR if root == "." else root + "/" + _DIR
         self.writes = 0  # flash writes since boot, for status and benchmarks
         self.errors = 0  # writes the flash refused since boot (health: flash_errors)
-        self._pending = {}  # name -> record the flash refused (None: a refused remove)
+        # name -> record the flash refused (None: a refused remove). A name MicroPython has
+        # interned anyway (firmware/backlog.py): main.py says why that counts.
+        self._ram = {}
 
     def _path(self, name, ext=".json"):
         return "%s/%s%s" % (self._dir, name, ext)
 
     def read(self, name):
         """Return the stored object, or None when absent or unreadable."""
-        if name in self._pending:
-            return self._pending[name]  # newer than the flash, which refused it
+        if name in self._ram:
+            return self._ram[name]  # newer than the flash, which refused it
         path = self._path(name)
         try:
             with open(path, "rb") as f:
@@ -98,9 +100,13 @@ class Store:
                 os.remove(tmp)
             except OSError:
                 pass
-            return self._failed(e, name, obj)
+            return self._fail(e, name, obj)
         self.writes += 1
-        self._saved(name)
+        if name in self._ram:  # what the flash refused is on it now
+            del self._ram[name]
+            if not self._ram:  # the end of the spell: the line _fail() began it with
+                self._log.info("store", "flash writes work again (%d refused since boot)",
+                               self.errors)
         return True
 
     def remove(self, name):
@@ -111,35 +117,31 @@ class Store:
             self.writes += 1
         except OSError as e:
             if e.args[0] != _ENOENT:  # else absent already: nothing to do
-                return self._failed(e, name, None)
-        self._saved(name)
+                return self._fail(e, name, None)
+        if name in self._ram:  # what the flash refused is on it now
+            del self._ram[name]
+            if not self._ram:  # the end of the spell: the line _fail() began it with
+                self._log.info("store", "flash writes work again (%d refused since boot)",
+                               self.errors)
         return True
 
     def flush(self):
         """Write again what the flash refused, stopping at the first record it refuses again
         (one attempt per call on a dead chip). True when nothing waits."""
-        for name in list(self._pending) if self._pending else ():
-            obj = self._pending[name]
+        for name in list(self._ram) if self._ram else ():
+            obj = self._ram[name]
             if not (self.remove(name) if obj is None else self.write(name, obj)):
                 return False
         return True
 
-    def _saved(self, name):
-        # One line when the last record that waited in RAM is on flash (the spell is over).
-        if name in self._pending:
-            del self._pending[name]
-            if not self._pending:
-                self._log.info("store", "flash writes work again (%d refused since boot)",
-                               self.errors)
-
-    def _failed(self, e, name, obj):
-        # One line when the flash starts refusing (nothing waited in RAM yet); _saved() logs
-        # the end of the spell. MicroPython names only some error numbers: ENOSPC would show
-        # as a bare 28.
-        if not self._pending:
+    def _fail(self, e, name, obj):
+        # One line when the flash starts refusing (nothing waited in RAM yet); write() and
+        # remove() log the end of the spell. MicroPython names only some error numbers: ENOSPC
+        # would show as a bare 28. (_fail: a name firmware/link.py has interned already.)
+        if not self._ram:
             self._log.error("store", "%s not saved (%s): kept in RAM, written again later",
                             self._path(name),
                             "[Errno 28] ENOSPC" if e.args[0] == _ENOSPC else e)
-        self._pending[name] = obj
+        self._ram[name] = obj
         self.errors += 1
         return False

@@ -120,8 +120,13 @@ def mount_flash(path, mountpoint="/flash", delay_ms=0, hal=None):
     if hal is not None and (os.getenv("METER_FLASH_EIO_AFTER") or os.getenv(
             "METER_FLASH_EIO_FROM_MS") or os.getenv("METER_FLASH_FULL_FROM_MS")):
         # The meter's own flash, with the faults the environment asks for (header), armed on
-        # the device before LittleFS takes its methods.
-        faults = _faults()
+        # the device before LittleFS takes its methods. firmware/hal/unix_faults.py is dropped
+        # again from sys.modules and the package at once: its code is garbage as soon as this
+        # is done with it (or, for an EIO, the device).
+        import sys
+        __import__(_FAULTS)
+        delattr(sys.modules["firmware.hal"], _FAULTS[13:])
+        faults = sys.modules.pop(_FAULTS)
         if not faults.mount(hal, dev):
             faults = None  # nothing more to do once mounted
     try:
@@ -132,15 +137,6 @@ def mount_flash(path, mountpoint="/flash", delay_ms=0, hal=None):
     if faults is not None:
         faults.fill(hal)  # METER_FLASH_FULL_FROM_MS=0: full from boot
     return dev
-
-
-def _faults():
-    # firmware/hal/unix_faults.py, dropped again from sys.modules and the package at once: its
-    # code is garbage as soon as the caller is done with it (or, for an EIO, with the device).
-    import sys
-    __import__(_FAULTS)
-    delattr(sys.modules["firmware.hal"], _FAULTS[13:])
-    return sys.modules.pop(_FAULTS)
 
 
 class _HwCounter:
@@ -365,7 +361,12 @@ class Hal:
     def wdt_feed(self):
         self.wdt_fed_ms = time.ticks_ms()
         if self.full is not None and time.ticks_diff(self.wdt_fed_ms, self.full) >= 0:
-            _faults().fill(self)  # between main-loop steps, never inside a flash operation
+            # Between main-loop steps, never inside a flash operation; unix_faults.py again only
+            # for this, as in mount_flash.
+            import sys
+            __import__(_FAULTS)
+            delattr(sys.modules["firmware.hal"], _FAULTS[13:])
+            sys.modules.pop(_FAULTS).fill(self)
         if self._fault_at is not None and time.ticks_diff(self.wdt_fed_ms, self._fault_at) >= 0:
             self._fault_at = None
             raise RuntimeError("injected fault (METER_FAULT_MS)")
