@@ -22,7 +22,7 @@ for _dir, _subdirs, _names in os.walk("firmware"):
     for _name in _names:
         _path = os.path.join(_dir, _name)[len("firmware/"):]
         if _name.endswith(".py") and _path not in ("hal/unix.py", "hal/unixrtc.py", "hal/unix_ap.py",
-                                                    "version.py"):
+                                                    "hal/unix_faults.py", "version.py"):
             _files.append(_path)
 package("firmware", files=sorted(_files), opt=2)
 

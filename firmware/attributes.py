@@ -11,6 +11,10 @@
 # never lost. Once acknowledged it is not sent again unless the values change (new firmware, a
 # new config), the credentials change (re-provisioning: a new device on the platform), or the
 # technician's gesture asks for it.
+#
+# A marker the flash refuses (or a refused clear) is held in RAM by the store and written again
+# later (firmware/store.py): this boot neither resends the attributes on every reconnect nor
+# skips them after the gesture; a power cut before the flash takes it means one more send.
 
 import json
 from hashlib import sha256

@@ -11,7 +11,9 @@ _RECORD = const("crash")
 
 def pause_ms(store):
     """Count one more crash; the pause before the reset: 10 s after the first crash, doubling
-    up to 10 min while crashes keep coming within the first hour after boot."""
+    up to 10 min while crashes keep coming within the first hour after boot. Best effort: a
+    flash that refuses the count (firmware/store.py returns False, never raises) leaves the
+    pause where the count on flash puts it."""
     rec = store.read(_RECORD) or {}
     n = rec.get("n", 0) if isinstance(rec.get("n"), int) else 0
     store.write(_RECORD, {"n": n + 1})
@@ -19,5 +21,6 @@ def pause_ms(store):
 
 
 def forget(store):
-    """After an hour of running: the next crash starts from the shortest pause again."""
+    """After an hour of running: the next crash starts from the shortest pause again (best
+    effort, as above: a refused remove is tried again by the store)."""
     store.remove(_RECORD)

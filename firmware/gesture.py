@@ -15,6 +15,12 @@
 # A brownout series can look like the gesture. That is harmless by design: the request never
 # destroys working credentials (they are replaced only by ones the platform just issued), and
 # sending the attributes again is idempotent.
+#
+# Best effort on a failing flash: a write the flash refuses is held in RAM by the store and
+# written again later (firmware/store.py), so this boot behaves the same; what a power cut then
+# loses is one count (a gesture takes one more power-up, or a counted boot is forgotten) or a
+# served request (served once more: harmless, as above). Never a reason to reset: a boot
+# that reset on a refused count would refuse it again at the next power-up, a boot loop.
 
 from micropython import const
 

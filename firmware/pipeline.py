@@ -104,13 +104,18 @@ class Pipeline:
         # A reading carries the index as it is on flash, never a newer one: after a power cut
         # the meter restarts from the flash copy, and the server must never see the index go
         # backwards. Writing it now when the write budget allows keeps the lag at most
-        # persist_interval_s; power is always live.
+        # persist_interval_s; power is always live. While the flash refuses the write, the
+        # store keeps the index in RAM and readings carry that (same lag): energy keeps
+        # reaching the server, and the one trade-off is a power cut in that state, after which
+        # the meter restarts from the older index on flash (README: when the flash fails).
         self._persist_if_due(now, False)
         self.queue.push(self._clock.epoch_ms(), self.persisted_index,
                         telemetry.power_dw(self.pulses.power_w))
 
     def _persist_if_due(self, now, force):
-        # Bounded flash wear: at most once per persist_interval_s, and only when changed.
+        # Bounded flash wear: at most once per persist_interval_s, and only when changed. A
+        # write the flash refuses counts as done (the store holds the index in RAM and writes
+        # it again within a minute): a failing chip is tried at this pace, not every step.
         index = self.pulses.index
         if index == self.persisted_index:
             return True
@@ -118,7 +123,7 @@ class Pipeline:
                 self._cfg["persist_interval_s"] * 1000:
             return False
         self._store.write(_PULSES_RECORD, {"index": index})
-        self.persisted_index = index
+        self.persisted_index = index  # on flash, or held by the store until the flash takes it
         self._persist_ms = now
         return True
 
@@ -214,7 +219,8 @@ class Pipeline:
         ts = self._clock.epoch_ms()
         link.publish(telemetry.TOPIC, telemetry.health(
             ts if ts > 0 else 0, self.uptime_s(), hal.wifi_rssi(), hal.mem_free(),
-            self.pulses.missed_edges, self.pulses.bounced_edges, hal.idf_heap()), 0)
+            self.pulses.missed_edges, self.pulses.bounced_edges,
+            self._store.errors + self.queue.errors, hal.idf_heap()), 0)
 
     # --- planned stop ----------------------------------------------------------------------------
 

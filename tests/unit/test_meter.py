@@ -361,9 +361,10 @@ def test_a_power_cut_between_any_two_flash_writes_converges(monkeypatch):
                 count[0] += 1
                 if count[0] == _k and not _after:
                     raise PowerCut(name)
-                real_write(self, name, obj)
+                ok = real_write(self, name, obj)
                 if count[0] == _k:
                     raise PowerCut(name)
+                return ok
 
             monkeypatch.setattr(Store, "write", write)
             rig = Rig(b, start=False, access_token="device-token-0001", reprovision_cycles=0)

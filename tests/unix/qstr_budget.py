@@ -7,13 +7,14 @@ import micropython
 
 import firmware.attributes  # noqa: F401
 import firmware.backlog  # noqa: F401
+import firmware.backlog_flash  # noqa: F401
 import firmware.backoff  # noqa: F401
 import firmware.config
 import firmware.crashes  # noqa: F401
 import firmware.credentials  # noqa: F401
 import firmware.cups  # noqa: F401
 import firmware.gesture  # noqa: F401
-import firmware.hal.unix  # noqa: F401
+import firmware.hal.unix  # noqa: F401  (not hal/unix_faults: only the flash-fault tests load it)
 import firmware.link  # noqa: F401
 import firmware.log  # noqa: F401
 import firmware.supervisor  # noqa: F401
