@@ -1,6 +1,6 @@
 # Runs on the MicroPython Unix port against the device tree (the .mpy files as deployed):
 # loads every module the firmware can ever load, checks a config as the boot does (secrets
-# with all kinds of characters), and prints MicroPython's interned-name table.
+# with all kinds of characters), compiles main.py, and prints MicroPython's interned-name table.
 # tests/unix/test_on_unix_port.py holds the count against the budget; main.py says why.
 
 import micropython
@@ -42,4 +42,10 @@ cfg, errors = firmware.config.validate({
     "access_token": _ALL[10:70], "device_name": "meter-" + _ALL[40:60],
     "cups": "ES0021000000012345DZ0F", "pulse_pin": 4})
 assert not errors, errors
+# main.py's own names, as the board's compile of it at boot interns them (its last line, the
+# call of main(), left out).
+with open("main.py") as f:
+    _src = f.read().rstrip()
+assert _src.endswith("\nmain()")
+exec(compile(_src[:-6], "main.py", "exec"), {"__name__": "main"})
 micropython.qstr_info()
