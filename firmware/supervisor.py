@@ -310,7 +310,8 @@ class Supervisor:
             if old is not None and not self._rejected:
                 old = {k: old[k] for k in old if k != "working"}
                 if old != creds:
-                    creds["working"] = old
+                    # A record's values are text, and this one record beside them.
+                    creds["working"] = old  # pyright: ignore[reportArgumentType, reportIndexIssue]
             self._keep_credentials(creds)
             self._rejected = False
             self._goto(CONNECT)
