@@ -55,12 +55,12 @@ class BootGesture:
         if rec.get("n") != count or rec.get("req") is not requested:
             self._store.write(_RECORD, {"n": count, "req": requested})
         self._armed = count != 0
-        self._start_ms = now_ms
+        self._since = now_ms
         return requested
 
     def tick(self, now_ms):
         # After the window: this boot was not part of a gesture; start counting afresh.
-        if self._armed and self._ticks_diff(now_ms, self._start_ms) >= self._window_ms:
+        if self._armed and self._ticks_diff(now_ms, self._since) >= self._window_ms:
             self._armed = False
             self._count = 0
             self._store.write(_RECORD, {"n": 0, "req": self.requested})

@@ -21,8 +21,8 @@ from firmware.link import LinkError
 from firmware.log import mask
 from firmware.states import KEEP_WORKING, NEW_CREDENTIALS, NO_DECISION, REFUSED, TRY_TOKEN
 
-REQUEST_TOPIC = b"/provision/request"
-RESPONSE_TOPIC = b"/provision/response"
+_REQUEST_TOPIC = const(b"/provision/request")
+_RESPONSE_TOPIC = const(b"/provision/response")
 _PROVISION = const("provision")
 _REPLY_TIMEOUT_MS = const(10000)  # README: deadlines; the watchdog is fed as the wait starts
 _GESTURE_FALLBACK_TRIES = const(3)
@@ -67,7 +67,7 @@ class Provisioner:
         self._reply = None
 
     def _on_message(self, topic, msg):
-        if topic == RESPONSE_TOPIC and self._reply is None:
+        if topic == _RESPONSE_TOPIC and self._reply is None:
             self._reply = msg
 
     def run(self, host, port, tls, request, keepalive_s):
@@ -79,8 +79,8 @@ class Provisioner:
             rc = link.open(host, port, _PROVISION, _PROVISION, "", keepalive_s, tls)
             if rc != 0:
                 return NO_REPLY, None, "provision session refused with CONNACK %d" % rc
-            link.subscribe_nowait(RESPONSE_TOPIC, 1)
-            link.publish(REQUEST_TOPIC, request, 0)
+            link.subscribe_nowait(_RESPONSE_TOPIC, 1)
+            link.publish(_REQUEST_TOPIC, request, 0)
             if not link.wait(_REPLY_TIMEOUT_MS, self._has_reply):
                 return NO_REPLY, None, "no provision reply within %d s" % (_REPLY_TIMEOUT_MS // 1000)
         except LinkError as e:  # whatever the server did: the link turns it all into LinkError
@@ -99,9 +99,6 @@ class Provisioner:
 # most boots never do (the supervisor unloads the module when it reaches the run state). The
 # supervisor applies the decision: this module changes nothing of the supervisor's.
 
-_HINT = {NOT_FOUND: " (check provision_key/provision_secret; is provisioning enabled on the "
-                    "device profile?)",
-         FAILURE: " (a device named %s exists, or the token is taken)"}
 
 
 def attempt(link, cfg, device_name, tls, log, working, tries, token_tried):
@@ -123,9 +120,10 @@ def attempt(link, cfg, device_name, tls, log, working, tries, token_tried):
         log.info("provision", "SUCCESS: %s credentials stored", credentials.describe(creds))
         return NEW_CREDENTIALS, creds
     if outcome in (NOT_FOUND, FAILURE):
-        hint = _HINT[outcome]
         log.error("provision", "%s: %s%s", outcome, detail,
-                  hint % device_name if outcome == FAILURE else hint)
+                  " (a device named %s exists, or the token is taken)" % device_name
+                  if outcome == FAILURE else " (check provision_key/provision_secret; is "
+                  "provisioning enabled on the device profile?)")
         if outcome == FAILURE and cfg["access_token"] and not token_tried:
             log.info("provision", "trying the configured device token %s",
                      mask(cfg["access_token"]))

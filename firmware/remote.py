@@ -25,9 +25,12 @@
 #
 # Messages are queued by the MQTT callback (which may run inside a publish) and handled by
 # service() from the main loop. The queue is bounded; oversized packets never get this far
-# (firmware/link.py refuses them before allocating). This module stays loaded: importing it
-# only when a message arrives was tried, and on a heap fragmented by days of running (and by
-# TLS buffers, on the Unix port) the import itself can fail.
+# (firmware/link.py refuses them before allocating). The supervisor loads this module once a
+# session's CONNACK is in, after a collection, and unloads it when the session ends, so that
+# it is not resident while provisioning or during the TLS handshake. (Importing it only when a
+# message arrives was tried: on a heap fragmented by days of running, and by TLS buffers on
+# the Unix port, that import can fail; a failed import at connect is a failed connect, retried
+# after the backoff.)
 
 import json
 
@@ -55,7 +58,9 @@ class Remote:
         self._store = store
         self._inbox = []
         self.dropped = 0
-        self._acted = False  # (request id, method) last acted on; None: none; False: not read yet
+        # (request id, method) last acted on; None: none; False: not read yet. The supervisor
+        # keeps it between sessions (this module is loaded for each session only).
+        self._acted = False
         self._since = None  # ticks_ms of this session's first service(), or of the last action
 
     def on_connect(self, link):

@@ -29,6 +29,8 @@
 # The provisioning exchange itself lives in firmware/provision.py, loaded only while needed; it
 # returns a decision (firmware/states.py) that step_provision() applies.
 
+import gc
+
 from micropython import const
 
 from firmware import attributes, credentials, unload
@@ -43,7 +45,6 @@ _WIFI_JOIN_MS = const(30000)
 _WIFI_POLL_MS = const(250)
 _HEALTHY_S = const(3600)
 _NOT_SET = const(" (clock not set: the time is synced first)")
-_LED_FOR = {WIFI: "wifi", RUN: "run"}  # every other state: "connecting"
 _ERROR_RECORD = const("lasterr")
 _ERROR_SAVE_S = const(60)
 _CREDS_RECORD = const("creds")
@@ -53,7 +54,7 @@ _CREDS_PAUSE_MS = const(200)  # between them: a brownout or a busy chip may pass
 
 class Supervisor:
     def __init__(self, hal, cfg, store, link, pipeline, clock, log, rand, device_name,
-                 tls=None, gesture=None, led=None, remote=None, on_healthy=None):
+                 tls=None, gesture=None, led=None, on_healthy=None):
         self.hal = hal
         self.cfg = cfg
         self.store = store
@@ -65,7 +66,10 @@ class Supervisor:
         self.tls = tls
         self._gesture = gesture
         self._led = led
-        self.remote = remote  # RPC and the shared attribute, in the run state (firmware/remote.py)
+        # RPC and the shared attribute (firmware/remote.py): loaded for each session once the
+        # CONNACK is in, unloaded when the session ends (never resident while provisioning).
+        self.remote = None
+        self._acted = False  # what remote.py remembers across sessions (its _acted)
         self._on_healthy = on_healthy  # called once after an hour of running (crash counter)
         self._marker = attributes.AttributeMarker(store)
         self._backoff = Backoff(cfg["retry_min_s"] * 1000, cfg["retry_max_s"] * 1000, rand)
@@ -100,7 +104,7 @@ class Supervisor:
         # Only a power-up counts toward the gesture: a reset the firmware made (a crash's,
         # a planned one) or the watchdog's is not the technician's hand (firmware/hal).
         cause = hal.reset_cause()
-        if self._gesture is not None and self._gesture.boot(now, cause == 0):
+        if self._gesture and self._gesture.boot(now, cause == 0):
             self.log.warn("boot", "re-provisioning requested (power-cycle gesture)")
             self._reprovision = True
             self._marker.clear()
@@ -134,8 +138,14 @@ class Supervisor:
         if clock.tick(now):
             self.pipeline.tick(now)  # once a second
         self.pipeline.service(now)
-        if self._gesture is not None:
-            self._gesture.tick(now)
+        g = self._gesture
+        if g:
+            g.tick(now)
+            if not (g._armed or g.requested):
+                # The power-up window is over and nothing is asked: out of the heap until a
+                # request (RPC, BOOT button) needs it again (request_reprovision).
+                self._gesture = False
+                unload("gesture")
         pin = self.cfg["boot_button_pin"]
         if pin is not None and (self._held is not None or hal.boot_button_held(pin)):
             from firmware import setup_request  # re-provision (3 s) or setup mode (10 s)
@@ -287,14 +297,21 @@ class Supervisor:
             self._retry(TIME, self._join)
 
     def _step_provision(self):
-        # Loaded only while needed: most boots never provision (unloaded again when the meter
-        # reaches the run state).
+        # Loaded only for the attempt, and unloaded before the connect that follows: the
+        # provisioning exchange and the device session's TLS handshake are the heap's two
+        # high points, and each should find the other's code gone.
+        self._end_session()
+        gc.collect()
         from firmware import provision
         working = self._reprovision and self.creds is not None and not self._rejected
         self.hal.wdt_feed()  # a safe point: each exchange below has its own deadline
-        decision, creds = provision.attempt(
-            self.link, self.cfg, self.device_name, self.tls, self.log, working,
-            self._gesture_tries, self._candidate is not None)
+        try:
+            decision, creds = provision.attempt(
+                self.link, self.cfg, self.device_name, self.tls, self.log, working,
+                self._gesture_tries, self._candidate is not None)
+        finally:
+            del provision
+            unload("provision")
         if decision == NO_DECISION:
             if working:
                 self._gesture_tries += 1
@@ -330,6 +347,8 @@ class Supervisor:
         if creds is None:
             self._goto(PROVISION)
             return
+        self._end_session()
+        gc.collect()  # the TLS handshake wants large blocks
         cid, user, pw = credentials.connect_params(creds, self.device_name)
         self.log.info("connect", "to %s:%d as %s (%s %s)", cfg["tb_host"], cfg["tb_port"], cid,
                        credentials.describe(creds), mask(user if creds["type"] ==
@@ -367,8 +386,16 @@ class Supervisor:
             self._session_ok = False
             self.log.info("connect", "connected")
             try:
-                refused = self.remote is not None and not self.remote.on_connect(self.link)
-            except LinkError as e:  # the server closed the session while we subscribed
+                # After the CONNACK, with the provisioning code and the handshake's garbage
+                # gone. (Inline, not a method: each name is interned for good.)
+                gc.collect()
+                from firmware.remote import Remote
+                self.remote = r = Remote(self.log, self.store)
+                r._acted = self._acted
+                refused = not r.on_connect(self.link)
+            except (LinkError, MemoryError) as e:  # closed while we subscribed; no room for remote
+                self.link.close(graceful=False)
+                self._end_session()
                 delay = self._retry(CONNECT)
                 self.log.warn("connect", "%s; retrying in %d s", e, delay // 1000)
                 return
@@ -430,20 +457,27 @@ class Supervisor:
         self._acknowledged()
         self._marker.mark_sent(cfg, self.creds)
         self.log.info("attributes", "acknowledged")
-        if self._gesture is not None:
+        if self._gesture:
             self._gesture.done()
         self._reprovision = False
         self._enter_run()
 
     def _enter_run(self):
         self.pipeline.reporting(self.creds)  # with them, the firmware report once (pipeline.py)
-        unload("provision")
         self._goto(RUN)
         self.log.info("run", "reporting every %d s; heap free %d", self.pipeline.interval_s,
                        self.hal.mem_free())
 
+    def _end_session(self):
+        r = self.remote
+        if r is not None:
+            self._acted = r._acted  # the RPC acted on: a resend next session is not acted on
+            self.remote = None
+            unload("remote")
+
     def _lost(self, why):
         self.link.close(graceful=False)
+        self._end_session()
         delay = self._retry(CONNECT)
         self.log.warn("run", "connection lost (%s); reconnecting in %d s", why, delay // 1000)
         if not self.hal.wifi_connected():
@@ -504,7 +538,10 @@ class Supervisor:
     def request_reprovision(self, why):
         # As the power-cycle gesture: kept on flash until served, never destroys credentials.
         self.log.warn("boot", "re-provisioning requested (%s)", why)
-        if self._gesture is not None:
+        if self._gesture is False:  # unloaded after the power-up window (step())
+            from firmware.gesture import BootGesture
+            self._gesture = BootGesture(self.store, 0, 0, None)
+        if self._gesture:
             self._gesture.request()
         self._marker.clear()
         self._reprovision = True

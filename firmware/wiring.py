@@ -17,7 +17,6 @@ def build(hal, umqtt, log, store, cfg, tls, payload=None, rand=None):
     from firmware.gesture import BootGesture
     from firmware.led import StatusLed
     from firmware.link import Link
-    from firmware.remote import Remote
     from firmware.supervisor import Supervisor
 
     if rand is None:
@@ -32,7 +31,7 @@ def build(hal, umqtt, log, store, cfg, tls, payload=None, rand=None):
     led = StatusLed(hal.led_setter(cfg["status_led_pin"], cfg["status_led_inverted"]),
                     hal.ticks_diff, log)
     return Supervisor(hal, cfg, store, link, pipeline, clock, log, rand, name, tls=tls,
-                      gesture=gesture, led=led, remote=Remote(log, store),
+                      gesture=gesture, led=led,
                       on_healthy=lambda: crashes.forget(store))
 
 

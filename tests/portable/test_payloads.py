@@ -31,10 +31,10 @@ def test_no_null_nan_or_infinity_can_appear():
 
 
 def test_health_says_how_noisy_the_pulse_input_is():
-    h = json.loads(telemetry.health(1795000000000, 10, -61, 5000, 3, 20))
+    h = json.loads(telemetry.health(1795000000000, 10, -61, 5000, 3, 20, 2))
     assert h == {"ts": 1795000000000, "values": {"uptime_s": 10, "heap_free": 5000,
                                                 "missed_edges": 3, "bounced_edges": 20,
-                                                "rssi_dbm": -61}}
+                                                "flash_errors": 2, "rssi_dbm": -61}}
 
 
 def test_attributes_payload_uses_the_configured_key_names():

@@ -58,7 +58,6 @@ class Rig:
         self.link = self.meter.link
         self.pulses = self.meter.pipeline.pulses
         self.backlog = self.meter.pipeline.queue
-        self.remote = self.meter.remote
         self.boots += 1
         self.meter.start()
         return self.meter
