@@ -16,7 +16,6 @@
 from micropython import const
 
 from firmware import attributes, telemetry, version
-from firmware.link import LinkError
 from firmware.pacing import Pacer
 
 _BATCH_MAX = const(20)  # readings per telemetry message (~1.5 KB)
@@ -154,6 +153,10 @@ class Pipeline:
         return acked
 
     def _publish_due(self, link, now):
+        # Imported here, not at the top: setup mode (firmware/setup_mode.py) runs this pipeline
+        # without ever sending, and the link's module would cost it 8 KB for one class. (The
+        # meter has it loaded: no allocation.)
+        from firmware.link import LinkError
         q = self.queue
         if not len(q):
             return False
