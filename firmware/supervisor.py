@@ -105,7 +105,7 @@ class Supervisor:
         # Only a power-up counts toward the gesture: a reset the firmware made (a crash's,
         # a planned one) or the watchdog's is not the technician's hand (firmware/hal).
         cause = hal.reset_cause()
-        if self._gesture and self._gesture.boot(now, cause == 0):
+        if self._gesture is not None and self._gesture.boot(now, cause == 0):
             self.log.warn("boot", "re-provisioning requested (power-cycle gesture)")
             self._reprovision = True
             self._marker.clear()
@@ -140,12 +140,12 @@ class Supervisor:
             self.pipeline.tick(now)  # once a second
         self.pipeline.service(now)
         g = self._gesture
-        if g:
+        if g is not None:
             g.tick(now)
             if not (g._armed or g.requested):
                 # The power-up window is over and nothing is asked: out of the heap until a
                 # request (RPC, BOOT button) needs it again (request_reprovision).
-                self._gesture = False
+                self._gesture = None
                 unload("gesture")
         pin = self.cfg["boot_button_pin"]
         if pin is not None and (self._held is not None or hal.boot_button_held(pin)):
@@ -452,7 +452,7 @@ class Supervisor:
         self._acknowledged()
         self._marker.mark_sent(cfg, self.creds)
         self.log.info("attributes", "acknowledged")
-        if self._gesture:
+        if self._gesture is not None:
             self._gesture.done()
         self._reprovision = False
         self._enter_run()
@@ -533,11 +533,11 @@ class Supervisor:
     def request_reprovision(self, why):
         # As the power-cycle gesture: kept on flash until served, never destroys credentials.
         self.log.warn("boot", "re-provisioning requested (%s)", why)
-        if self._gesture is False:  # unloaded after the power-up window (step())
+        g = self._gesture
+        if g is None:  # unloaded after the power-up window (step()): the request's record only
             from firmware.gesture import BootGesture
-            self._gesture = BootGesture(self.store, 0, 0, None)
-        if self._gesture:
-            self._gesture.request()
+            self._gesture = g = BootGesture(self.store, 0, 0, None)
+        g.request()
         self._marker.clear()
         self._reprovision = True
         self._gesture_tries = 0
