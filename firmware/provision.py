@@ -101,12 +101,13 @@ class Provisioner:
 
 
 
-def attempt(link, cfg, device_name, tls, log, working, tries, token_tried):
+def attempt(link, cfg, device_name, tls, log, working, tries, token_tried, creds):
     """One provisioning exchange. Returns (decision, credentials or None).
 
     working: this is a requested re-provisioning (gesture, RPC) of a meter whose credentials
     work; tries: such attempts that got no answer so far; token_tried: the configured device
-    token was already tried after a FAILURE."""
+    token was already tried after a FAILURE; creds: the stored credentials, unless refused."""
+    old = creds
     log.info("provision", "requesting credentials for %s from %s:%d (key %s)", device_name,
              cfg["tb_host"], cfg["tb_port"], mask(cfg["provision_key"]))
     req = build_request(cfg["provision_key"], cfg["provision_secret"], device_name,
@@ -118,6 +119,13 @@ def attempt(link, cfg, device_name, tls, log, working, tries, token_tried):
         # credentials; before it, the platform holds a device whose token we never saw (§2.8),
         # which the device-supplied token (if configured) or an administrator recovers.
         log.info("provision", "SUCCESS: %s credentials stored", credentials.describe(creds))
+        if old is not None:
+            # Working credentials are never stranded: kept beside the issued ones until a
+            # CONNACK 0 proves these (the supervisor's refusal path falls back to them).
+            old = {k: old[k] for k in old if k != "working"}
+            if old != creds:
+                # A record's values are text, and this one record beside them.
+                creds["working"] = old  # pyright: ignore[reportArgumentType, reportIndexIssue]
         return NEW_CREDENTIALS, creds
     if outcome in (NOT_FOUND, FAILURE):
         log.error("provision", "%s: %s%s", outcome, detail,
@@ -138,4 +146,28 @@ def attempt(link, cfg, device_name, tls, log, working, tries, token_tried):
         log.warn("provision", "giving up the requested re-provisioning for now; "
                               "keeping the working credentials")
         return KEEP_WORKING, None
+    return NO_DECISION, None
+
+
+def fail(status, creds, working, rejected, token_tried, log):  # (a name interned anyway: the HAL's)
+    """After CONNACK status 2, 4 or 5 (the session is closed). Returns (decision, credentials to
+    keep or None): KEEP_WORKING (connect again at once, with these if given), REFUSED (a
+    refused device token with no way forward: retry slowly) or NO_DECISION (the stored
+    credentials are refused: provision again after the backoff). creds: the ones refused;
+    working: the credentials on flash; rejected: those were refused this boot already;
+    token_tried: creds is the configured device token."""
+    if token_tried:
+        log.error("connect", "the configured device token was refused (CONNACK %d)", status)
+        if working is not None and not rejected and creds != working:
+            # After a requested re-provisioning: the stored credentials worked before it;
+            # back to reporting with them now, not in retry_slow_s.
+            log.warn("connect", "reconnecting with the working credentials")
+            return KEEP_WORKING, None
+        return REFUSED, None
+    creds = creds.get("working")
+    if credentials.valid(creds):
+        # Just issued, and refused: the credentials that worked before are still here.
+        log.error("connect", "the issued credentials were refused (CONNACK %d); "
+                             "reconnecting with the working ones", status)
+        return KEEP_WORKING, creds
     return NO_DECISION, None

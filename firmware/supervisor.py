@@ -26,8 +26,9 @@
 # backoff (Wi-Fi joins and NTP have their own, _join), and only a PUBACK resets it. A SUCCESS
 # does not: a server that issues credentials and then refuses them (CONNACK 5) gets one
 # provision -> connect round, and one credential write, per backoff delay.
-# The provisioning exchange itself lives in firmware/provision.py, loaded only while needed; it
-# returns a decision (firmware/states.py) that step_provision() applies.
+# The provisioning exchange itself, and what a refused CONNECT means for the credentials, live
+# in firmware/provision.py, loaded only while needed (never during a device session); it
+# returns a decision (firmware/states.py) that _step_provision() and _step_connect() apply.
 
 import gc
 
@@ -104,7 +105,7 @@ class Supervisor:
         # Only a power-up counts toward the gesture: a reset the firmware made (a crash's,
         # a planned one) or the watchdog's is not the technician's hand (firmware/hal).
         cause = hal.reset_cause()
-        if self._gesture and self._gesture.boot(now, cause == 0):
+        if self._gesture is not None and self._gesture.boot(now, cause == 0):
             self.log.warn("boot", "re-provisioning requested (power-cycle gesture)")
             self._reprovision = True
             self._marker.clear()
@@ -139,12 +140,12 @@ class Supervisor:
             self.pipeline.tick(now)  # once a second
         self.pipeline.service(now)
         g = self._gesture
-        if g:
+        if g is not None:
             g.tick(now)
             if not (g._armed or g.requested):
                 # The power-up window is over and nothing is asked: out of the heap until a
                 # request (RPC, BOOT button) needs it again (request_reprovision).
-                self._gesture = False
+                self._gesture = None
                 unload("gesture")
         pin = self.cfg["boot_button_pin"]
         if pin is not None and (self._held is not None or hal.boot_button_held(pin)):
@@ -308,7 +309,8 @@ class Supervisor:
         try:
             decision, creds = provision.attempt(
                 self.link, self.cfg, self.device_name, self.tls, self.log, working,
-                self._gesture_tries, self._candidate is not None)
+                self._gesture_tries, self._candidate is not None,
+                None if self._rejected else self.creds)
         finally:
             del provision
             unload("provision")
@@ -321,14 +323,8 @@ class Supervisor:
         self._reprovision = False
         if decision == NEW_CREDENTIALS:
             # Not a reason to reset the backoff: only a PUBACK is (a server may issue
-            # credentials and then refuse them). The working ones stay beside the new ones
-            # until a CONNACK 0 proves these.
-            old = self.creds
-            if old is not None and not self._rejected:
-                old = {k: old[k] for k in old if k != "working"}
-                if old != creds:
-                    # A record's values are text, and this one record beside them.
-                    creds["working"] = old  # pyright: ignore[reportArgumentType, reportIndexIssue]
+            # credentials and then refuse them). The working ones are beside the new ones
+            # (provision.attempt) until a CONNACK 0 proves these.
             self._keep_credentials(creds)
             self._rejected = False
             self._goto(CONNECT)
@@ -409,25 +405,24 @@ class Supervisor:
                 self._goto(ATTRIBUTES)
             return
         if rc in (2, 4, 5):
-            if self._candidate is not None:
-                self._candidate = None
-                self.log.error("connect", "the configured device token was refused (CONNACK %d)", rc)
-                if self.creds is not None and not self._rejected and creds != self.creds:
-                    # After a requested re-provisioning: the stored credentials worked before
-                    # it; back to reporting with them now, not in retry_slow_s.
-                    self.log.warn("connect", "reconnecting with the working credentials")
-                    self._goto(CONNECT)
-                    return
+            # What to connect with next is decided in firmware/provision.py (loaded now, with
+            # the session closed: not resident at the heap's high points); applied here.
+            from firmware import provision
+            try:
+                decision, old = provision.fail(rc, creds, self.creds, self._rejected,
+                                               self._candidate is not None, self.log)
+            finally:
+                del provision
+                unload("provision")
+            self._candidate = None
+            if decision == KEEP_WORKING:
+                if old is not None:
+                    self._keep_credentials(old)
+                self._goto(CONNECT)
+                return
+            if decision == REFUSED:
                 delay = self._retry(CONNECT if self.creds else PROVISION, slow=True)
                 self.log.warn("connect", "retrying in %d min", delay // 60000)
-                return
-            old = creds.get("working")
-            if credentials.valid(old):
-                # Just issued, and refused: the credentials that worked before are still here.
-                self.log.error("connect", "the issued credentials were refused (CONNACK %d); "
-                                          "reconnecting with the working ones", rc)
-                self._keep_credentials(old)
-                self._goto(CONNECT)
                 return
             self._rejected = True
             # Back to provisioning after the backoff, never at once: a server that issues
@@ -457,7 +452,7 @@ class Supervisor:
         self._acknowledged()
         self._marker.mark_sent(cfg, self.creds)
         self.log.info("attributes", "acknowledged")
-        if self._gesture:
+        if self._gesture is not None:
             self._gesture.done()
         self._reprovision = False
         self._enter_run()
@@ -538,11 +533,11 @@ class Supervisor:
     def request_reprovision(self, why):
         # As the power-cycle gesture: kept on flash until served, never destroys credentials.
         self.log.warn("boot", "re-provisioning requested (%s)", why)
-        if self._gesture is False:  # unloaded after the power-up window (step())
+        g = self._gesture
+        if g is None:  # unloaded after the power-up window (step()): the request's record only
             from firmware.gesture import BootGesture
-            self._gesture = BootGesture(self.store, 0, 0, None)
-        if self._gesture:
-            self._gesture.request()
+            self._gesture = g = BootGesture(self.store, 0, 0, None)
+        g.request()
         self._marker.clear()
         self._reprovision = True
         self._gesture_tries = 0
