@@ -649,6 +649,16 @@ def validate(raw, warnings=None):
     elif secret is None:
         errors.append("provision_secret: required with provision_key")
 
+    if not errors and key is None:
+        # Ready credentials: cfg["credentials"] is the record the meter connects with as it is,
+        # never provisioning (firmware/supervisor.py; the shapes of firmware/credentials.py).
+        # Made here, so that on the meter this code runs at boot and is not kept resident.
+        # MQTT_BASIC: an absent field is empty (credentials.connect_params then gives the
+        # device name as client id; ThingsBoard also matches the user name alone, §1).
+        tok = cfg["access_token"]
+        cfg["credentials"] = {"type": "ACCESS_TOKEN", "token": tok} if tok is not None else {
+            "type": "MQTT_BASIC", "clientId": cfg.get("mqtt_client_id") or "",
+            "userName": cfg.get("mqtt_username") or "", "password": cfg.get("mqtt_password") or ""}
     if "tb_port" not in bad and "tb_tls" not in bad and cfg["tb_port"] is None:
         cfg["tb_port"] = 8883 if cfg["tb_tls"] else 1883
     errors.sort()

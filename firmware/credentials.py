@@ -29,3 +29,4 @@ def describe(creds):
     if creds["type"] == "MQTT_BASIC":
         return "basic:" + creds["clientId"] + ":" + creds["userName"]
     return "token"
+

@@ -5,7 +5,8 @@ PATTERNS = {
     "config-error": (100, 100, 100, 100, 100, 1500),  # 3 quick flashes, pause: fix config.json
     "wifi": (500, 500),  # slow blink: joining Wi-Fi
     "connecting": (100, 100, 100, 700),  # double flash: reaching ThingsBoard / provisioning
-    "waiting": (1500, 500),  # long on: the platform said no (NOT_FOUND, FAILURE); retrying slowly
+    "waiting": (1500, 500),  # long on: the platform said no (NOT_FOUND, FAILURE, or refused the
+    # configured credentials): a technician is needed; retrying slowly
     "gesture": (50, 50),  # rapid flicker: re-provisioning requested by power cycles
     "run": (50, 2950),  # short blip every 3 s: reporting normally
 }

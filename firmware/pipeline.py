@@ -38,6 +38,10 @@ class Pipeline:
         self._payload = payload
         self._pacer = Pacer(hal.ticks_diff, hal.ticks_ms())
         self.interval_s = cfg["publish_interval_s"]
+        # Readings, health and the firmware report go to the device profile's telemetry topic
+        # (telemetry_topic, in cfg only when given; docs/thingsboard.md §6, §14.10).
+        t = cfg.get("telemetry_topic")
+        self.topic = t.encode() if t else telemetry.TOPIC
         self._batch_max = _BATCH_MAX
         self._batch_ok = 0  # acknowledged messages since the batch size was last cut
         self.persisted_index = 0
@@ -141,7 +145,7 @@ class Pipeline:
                 self._armed = None
             elif self._pacer.allow(2, now):
                 # A LinkError leaves it armed: the next session sends it.
-                link.publish(telemetry.TOPIC, attributes.payload(None), 1)
+                link.publish(self.topic, attributes.payload(None), 1)
                 marker.mark_sent(None, creds)  # only after the PUBACK
                 self._armed = None
                 acked = True
@@ -186,7 +190,7 @@ class Pipeline:
         if not paced and not self._pacer.allow(3 * n, now):
             return False  # ThingsBoard would close the session for rate: wait for tokens
         try:
-            link.publish(telemetry.TOPIC, payload, 1)
+            link.publish(self.topic, payload, 1)
         except LinkError:
             if n > 1:
                 # A server with rate limits tighter than ThingsBoard Cloud's (which the pacer
@@ -220,7 +224,7 @@ class Pipeline:
         self._health_ms = now
         hal = self._hal
         ts = self._clock.epoch_ms()
-        link.publish(telemetry.TOPIC, telemetry.health(
+        link.publish(self.topic, telemetry.health(
             ts if ts > 0 else 0, self.uptime_s(), hal.wifi_rssi(), hal.mem_free(),
             self.pulses.missed_edges, self.pulses.bounced_edges,
             self._store.errors + self.queue.errors, hal.idf_heap()), 0)

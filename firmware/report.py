@@ -28,14 +28,20 @@ def summary(store, mem_free=None, path=_CONFIG_FILE):
             for k in ("wifi_ssid", "tb_host", "tb_port", "tb_tls", "device_name", "cups",
                       "pulse_pin", "pulses_per_kwh", "publish_interval_s"):
                 shown[k] = cfg[k]
-            for k in ("telemetry_topic", "attributes_topic"):  # given: not ThingsBoard's default
-                if cfg.get(k) is not None:
-                    shown[k] = cfg[k]
+            # Always shown: a profile whose topic filters differ gets PUBACKs and stores nothing
+            # (docs/thingsboard.md §6), so these are what to compare with the device profile.
+            for k in ("telemetry_topic", "attributes_topic"):
+                shown[k] = cfg.get(k) or config.FIELDS[k][1]
             for k in config.SECRET_FIELDS:
                 if cfg.get(k):  # not an open network's empty password
                     shown[k] = mask(cfg[k])
             out["config"] = shown
     creds = store.read("creds")
+    ready = cfg.get("credentials") if cfg is not None else None
+    if ready is not None:
+        # Ready credentials in config.json: what the meter connects with, never provisioned.
+        out["ready_credentials"] = True
+        creds = ready
     out["provisioned"] = isinstance(creds, dict)
     if out["provisioned"]:
         out["credentials"] = creds.get("type")

@@ -100,16 +100,15 @@ class Supervisor:
         hal = self.hal
         now = hal.ticks_ms()
         self.pipeline.start(now)
-        creds = self.store.read(_CREDS_RECORD)
+        # Ready credentials in config.json (cfg["credentials"], firmware/config.py) are the
+        # credentials, whatever the flash holds from an earlier life: never provisioned.
+        creds = self.cfg.get("credentials") or self.store.read(_CREDS_RECORD)
         self.creds = creds if credentials.valid(creds) else None
         # Only a power-up counts toward the gesture: a reset the firmware made (a crash's,
         # a planned one) or the watchdog's is not the technician's hand (firmware/hal).
         cause = hal.reset_cause()
-        if self._gesture is not None and self._gesture.boot(now, cause == 0):
-            self.log.warn("boot", "re-provisioning requested (power-cycle gesture)")
-            self._reprovision = True
-            self._marker.clear()
-            self._show("gesture")
+        if self._gesture and self._gesture.boot(now, cause == 0):
+            self.request_reprovision("power-cycle gesture")
         self.log.info("boot", "device %s, %s, %s, pulse index %d, %s", self.device_name,
                        ("after power-up", "after a reset", "after a watchdog reset")[cause],
                        "credentials stored (%s)" % credentials.describe(self.creds)
@@ -424,14 +423,18 @@ class Supervisor:
                 delay = self._retry(CONNECT if self.creds else PROVISION, slow=True)
                 self.log.warn("connect", "retrying in %d min", delay // 60000)
                 return
-            self._rejected = True
             # Back to provisioning after the backoff, never at once: a server that issues
             # credentials and then refuses them would otherwise get a round (and a credential
-            # write) per main-loop step.
-            delay = self._retry(PROVISION)
+            # write) per main-loop step. Ready credentials (config.json, no provision_key):
+            # nothing to provision with, only a technician can mend it; tried again slowly
+            # (the platform may be mended meanwhile), never in a storm.
+            ready = cfg["provision_key"] is None
+            self._rejected = not ready
+            delay = self._retry(CONNECT if ready else PROVISION, slow=ready)
             self.log.error("connect", "credentials refused (CONNACK %d): device deleted or "
-                                       "credentials changed on the platform; provisioning "
-                                       "again in %d s", rc, delay // 1000)
+                                       "credentials changed on the platform; %s in %d s", rc,
+                           "a technician must put the device's credentials in config.json; "
+                           "retrying" if ready else "provisioning again", delay // 1000)
             return
         delay = self._retry(CONNECT)
         self.log.warn("connect", "server refused the session (CONNACK %d); retrying in %d s",
@@ -442,7 +445,8 @@ class Supervisor:
         self.log.info("attributes", "sending %s=%s and %s=%s", cfg["attr_supplier_key"],
                        mask(cfg["supplier_key"]), cfg["attr_cups_key"], cfg["cups"])
         try:
-            self.link.publish(attributes.TOPIC, attributes.payload(cfg), 1)
+            t = cfg.get("attributes_topic")  # the device profile's (docs/thingsboard.md §6)
+            self.link.publish(t.encode() if t else attributes.TOPIC, attributes.payload(cfg), 1)
         except LinkError as e:
             delay = self._retry(CONNECT)
             self.log.warn("attributes", "not acknowledged (%s); reconnecting in %d s",
@@ -460,8 +464,10 @@ class Supervisor:
     def _enter_run(self):
         self.pipeline.reporting(self.creds)  # with them, the firmware report once (pipeline.py)
         self._goto(RUN)
-        self.log.info("run", "reporting every %d s; heap free %d", self.pipeline.interval_s,
-                       self.hal.mem_free())
+        # The topic named: on a profile with other topic filters ThingsBoard acknowledges and
+        # drops every reading (docs/thingsboard.md §6), and this line is what shows it.
+        self.log.info("run", "reporting every %d s to %s; heap free %d", self.pipeline.interval_s,
+                       self.pipeline.topic.decode(), self.hal.mem_free())
 
     def _end_session(self):
         r = self.remote
@@ -488,8 +494,16 @@ class Supervisor:
                 self.remote.service(self, self.link)
                 if self.state != RUN:
                     return  # an RPC moved the meter on (reprovision): that session is closed
-            if self.pipeline.send(self.link, now):
+            link = self.link
+            if self.pipeline.send(link, now):
                 self._acknowledged()
+            # Keepalive (docs/thingsboard.md §9): a PINGREQ once nothing was sent for 3/4 of
+            # keepalive_s, so neither a broker's 1.5 x keepalive nor ThingsBoard's inactivity
+            # timeout (5 or 10 min, longer than keepalive_s allows) drops a quiet session. No
+            # PINGRESP within the link's deadline: poll() raises, and the meter reconnects with
+            # the backoff, as after any lost connection.
+            if link.pinged is None and link.quiet_ms() >= self.cfg["keepalive_s"] * 750:
+                link.ping()
         except LinkError as e:
             self._lost(e)
             return
@@ -531,18 +545,26 @@ class Supervisor:
         self.hal.reset()
 
     def request_reprovision(self, why):
-        # As the power-cycle gesture: kept on flash until served, never destroys credentials.
+        # The power-cycle gesture (at boot), the BOOT button, the reprovision RPC: kept on
+        # flash until served, never destroys credentials.
         self.log.warn("boot", "re-provisioning requested (%s)", why)
+        if self.cfg["provision_key"] is None:
+            # Ready credentials: no provision key or secret on this meter to ask with.
+            self.log.warn("boot", "not possible: no provision_key in config.json")
+            if self._gesture:
+                self._gesture.done()  # a request on flash would come back at every boot
+            return
         g = self._gesture
         if g is None:  # unloaded after the power-up window (step()): the request's record only
             from firmware.gesture import BootGesture
             self._gesture = g = BootGesture(self.store, 0, 0, None)
-        g.request()
+        if not g.requested:  # the gesture at boot has it on flash already
+            g.request()
         self._marker.clear()
         self._reprovision = True
         self._gesture_tries = 0
         self._show("gesture")
-        if self.state not in (WIFI, TIME):
+        if self.state not in (None, WIFI, TIME):
             # Before the network is up the boot states get to it anyway (_after_network).
             self.link.close()
             self._goto(PROVISION)

@@ -331,6 +331,7 @@ class Session:
         elif ptype == P.PINGREQ:
             self.write(P.pingresp())
             self.activity()                  # PINGREQ counts as activity (§9)
+            self.sim.store.event("ping", device=self.device_name)
         elif ptype == P.DISCONNECT:
             self.close("client-disconnect", RC_NORMAL)
         elif ptype == P.PUBACK:

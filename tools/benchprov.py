@@ -56,32 +56,6 @@ class ToolError(Exception):
 
 # ---- config.json with ready credentials -----------------------------------------------------------
 
-def validate_ready(raw):
-    """config.validate for a config with ready credentials and no provision key/secret.
-
-    TRANSITION: firmware/config.py is being changed to accept this form (issue 17). Until it
-    knows the MQTT_BASIC fields, the two "required" complaints about the provision key and
-    secret, and "unknown field" for the MQTT_BASIC fields, are not errors here; those fields get
-    the same text rules as every other string field. Delete this shim when config.py has them."""
-    cfg, errors = config.validate(raw)
-    if "mqtt_username" in config.FIELDS:
-        return cfg, errors
-    has_credentials = any(raw.get(f) is not None for f in CREDENTIAL_FIELDS)
-    kept = []
-    for e in errors:
-        field = e.split(":", 1)[0]
-        if has_credentials and field in PROVISION_FIELDS and e.endswith(": required"):
-            continue
-        if field in BASIC_FIELDS and e.endswith("unknown field (typo?)"):
-            value = raw[field]
-            if not isinstance(value, str) or not 1 <= len(value) <= 255 or \
-                    any(b < 32 or b == 127 for b in value.encode("utf-8")):
-                kept.append("%s: must be a string of 1 to 255 printable characters" % field)
-            continue
-        kept.append(e)
-    return cfg, kept
-
-
 def ready_config(raw, credentials):
     """The meter's config with these credentials, without the provision key and secret.
 
@@ -101,7 +75,7 @@ def ready_config(raw, credentials):
 def write_config(path, raw):
     """Validate as the meter will, then write atomically with mode 0600: the file is either the old
     one or the whole new one, whatever happens (a crash, a full disk, a power cut)."""
-    _cfg, errors = validate_ready(raw)
+    _cfg, errors = config.validate(raw)
     if errors:
         raise ToolError("; ".join(errors))
     d = os.path.dirname(os.path.abspath(path))

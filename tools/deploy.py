@@ -479,13 +479,20 @@ def format_status(s):
                                                     cfg.get("wifi_password", "none"))))
         rows.append(("ThingsBoard", "%s:%s, %s" % (cfg.get("tb_host"), cfg.get("tb_port"),
                                                    "TLS" if cfg.get("tb_tls") else "PLAIN")))
+        if "telemetry_topic" in cfg:  # compare with the device profile's MQTT topic filters
+            rows.append(("topics", "telemetry %s, attributes %s" % (
+                cfg["telemetry_topic"], cfg.get("attributes_topic"))))
         rows.append(("pulses", "pin %s, %s per kWh, report every %s s" % (
             cfg.get("pulse_pin"), cfg.get("pulses_per_kwh"), cfg.get("publish_interval_s"))))
-        for k in ("provision_key", "provision_secret", "supplier_key", "access_token"):
+        for k in ("provision_key", "provision_secret", "supplier_key", "access_token",
+                  "mqtt_client_id", "mqtt_username", "mqtt_password"):
             if k in cfg:
                 rows.append((k.replace("_", " "), cfg[k]))
     prov = s.get("provisioned")
-    rows.append(("provisioned", "yes (%s)" % s.get("credentials") if prov else "no"))
+    if s.get("ready_credentials"):
+        rows.append(("credentials", "%s from config.json (never provisioned)" % s.get("credentials")))
+    else:
+        rows.append(("provisioned", "yes (%s)" % s.get("credentials") if prov else "no"))
     if s.get("attributes_sent"):
         cur = s.get("attributes_current")
         rows.append(("attributes", "sent" + ("" if cur is None else

@@ -66,7 +66,7 @@ def assert_ready_config(path, sim, name):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     raw = load(path)
     assert "provision_key" not in raw and "provision_secret" not in raw
-    _cfg, errors = benchprov.validate_ready(raw)         # the meter's own rules (config.validate)
+    _cfg, errors = config.validate(raw)         # the meter's own rules (config.validate)
     assert errors == []
     assert raw["access_token"] == sim.device(name)["credentials"]
     with RawClient(sim.mqtt_port) as c:                     # and the token really works

@@ -63,7 +63,8 @@ class Rig:
         return self.meter
 
     def _over(self):
-        return {k: v for k, v in self.cfg.items() if k in BASE or self.cfg[k] != config.FIELDS[k][1]}
+        return {k: v for k, v in self.cfg.items() if k in BASE or k in config.FIELDS and
+                self.cfg[k] != config.FIELDS[k][1]}
 
     def run(self, ms, until=None):
         """Step the meter for up to ms of simulated time; stop early when until() holds."""
