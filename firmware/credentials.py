@@ -27,6 +27,8 @@ def describe(creds):
     if creds is None:
         return ""
     if creds["type"] == "MQTT_BASIC":
-        return "basic:" + creds["clientId"] + ":" + creds["userName"]
+        # The client id and user name are half of MQTT_BASIC's secret (config.SECRET_FIELDS).
+        from firmware.log import mask
+        return "basic:" + mask(creds["clientId"]) + ":" + mask(creds["userName"])
     return "token"
 

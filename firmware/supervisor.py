@@ -345,9 +345,10 @@ class Supervisor:
         self._end_session()
         gc.collect()  # the TLS handshake wants large blocks
         cid, user, pw = credentials.connect_params(creds, self.device_name)
-        self.log.info("connect", "to %s:%d as %s (%s %s)", cfg["tb_host"], cfg["tb_port"], cid,
-                       credentials.describe(creds), mask(user if creds["type"] ==
-                                                            "ACCESS_TOKEN" else pw))
+        token = creds["type"] == "ACCESS_TOKEN"
+        self.log.info("connect", "to %s:%d as %s (%s %s)", cfg["tb_host"], cfg["tb_port"],
+                       cid if token else mask(cid),  # MQTT_BASIC's client id is a secret too
+                       credentials.describe(creds), mask(user if token else pw))
         self.link.on_message = self._on_message
         self.hal.wdt_feed()  # a safe point: DNS, then the CONNECT exchange under its deadline
         try:

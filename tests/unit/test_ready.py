@@ -76,6 +76,11 @@ def test_mqtt_basic_fields_are_connected_with_as_they_are():
     assert b.sessions[-1].pswd == b"pass-0001"
     assert rig.meter.creds == {"type": "MQTT_BASIC", "clientId": "cid-0001",
                                "userName": "user-0001", "password": "pass-0001"}
+    # All three are secrets (config.SECRET_FIELDS): the log shows none of them in full.
+    text = rig.text()
+    assert "connect: to " in text
+    for secret in ("cid-0001", "user-0001", "pass-0001"):
+        assert secret not in text, secret
 
 
 def test_ready_credentials_replace_what_an_earlier_provisioning_stored():
