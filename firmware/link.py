@@ -305,7 +305,12 @@ class Link:
         # What runs only while a session opens lives in firmware/connect.py, loaded for this
         # connect and unloaded after it (as umqtt.simple is): the connect, with the TLS
         # handshake, is the heap's high point, and between connects the code need not stay.
-        from firmware import connect, unload
+        from firmware import unload
+        try:
+            from firmware import connect
+        except MemoryError as e:  # no room to load it: a failed connect (backoff), not a crash
+            unload("connect")
+            raise LinkError("connect to %s:%d failed: %s" % (host, port, describe(e)))
         try:
             return connect.open(self, host, port, client_id, user, password, keepalive_s, tls)
         finally:

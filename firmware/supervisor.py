@@ -227,7 +227,12 @@ class Supervisor:
         elif s == CONNECT or s == ATTRIBUTES:
             # Their code (firmware/connecting.py) is loaded for the step only: it is not
             # resident at the provisioning connect, the heap's high point, nor while running.
-            from firmware import connecting
+            try:
+                from firmware import connecting
+            except MemoryError as e:  # no room to load it: retried after the backoff, not a crash
+                unload("connecting")
+                self.log.warn(s, "%s; retrying in %d s", e, self._retry(s) // 1000)
+                return
             try:
                 (connecting.connect if s == CONNECT else connecting.attributes)(self)
             finally:
