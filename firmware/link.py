@@ -3,10 +3,11 @@
 # umqtt.simple opens the session: micropython-lib's 1.8.0 frozen into the ESP32 image, PyPI
 # 1.3.4 on the Unix port (docs/esp32.md, "umqtt.simple on the board"). Everything around and
 # after that is this module's:
-# - One object, _Net, is umqtt's `socket` module, the socket umqtt writes the CONNECT to, and
+# - One object, _Net, is umqtt's `socket` module and the socket umqtt writes the CONNECT to;
 #   the TLS layer both versions call wrap_socket() on (1.8.0: the `ssl=` object; 1.3.4: the
-#   `ussl` module it imports). So the TCP connect, the TLS handshake and the CONNACK run under
-#   this module's deadline whatever timeout umqtt sets (1.8.0's connect(timeout=None) calls
+#   `ussl` module it imports) is firmware/connect.py, where Link.open() runs (loaded for each
+#   connect only), and wraps _Net's socket. So the TCP connect, the TLS handshake and the
+#   CONNACK run under this module's deadline whatever timeout umqtt sets (1.8.0's connect(timeout=None) calls
 #   settimeout(None), which means forever), and TLS always uses the SSLContext verified at boot
 #   with the configured host name. ssl=True is never passed: 1.8.0 would then call
 #   micropython-lib's ssl.wrap_socket(), which by default verifies nothing.
@@ -34,7 +35,7 @@
 # The Link API (firmware/meter.py, firmware/remote.py, firmware/provision.py):
 #   Link(umqtt, sockmod, ticks_ms, ticks_diff, log, timeout_s=10, wdt_feed=None)
 #       umqtt: the umqtt.simple module (or a stand-in), or None: imported by open() for each
-#       connect() and unloaded after it
+#       connect() and unloaded after it (as firmware/connect.py, which open() runs)
 #   open(host, port, client_id, user, password, keepalive_s, tls=None) -> 0, or the server's
 #       CONNACK refusal code (1..5). tls: the SSLContext made at boot.
 #   close(graceful=True)            DISCONNECT (graceful), then close the socket
@@ -59,8 +60,6 @@
 # Every failure raises LinkError and leaves the session closed (wait() past its deadline
 # returns False instead). The fake network of the unit tests passes its own poll() through
 # sockmod; on the boards sockmod has none and select.poll() is used.
-
-import sys
 
 from micropython import const
 
@@ -180,21 +179,6 @@ class _Net:
         if self.ctx is None:
             raw.setblocking(False)
             self._poll.register(raw, _POLLIN)
-
-    def wrap_socket(self, sock, server_hostname=None):
-        # 1.3.4: ussl.wrap_socket(sock, **ssl_params) with ssl_params {}; 1.8.0: <ssl
-        # object>.wrap_socket(sock, server_hostname=...). Either way: the context verified at
-        # boot and the configured host name. The handshake blocks inside mbedTLS, every read of
-        # it bounded by what is left of the deadline (a stall ends it; see docs/esp32.md).
-        left = self.timeout()
-        if left <= 0:
-            raise OSError(_ETIMEDOUT)
-        self._raw.settimeout(left / 1000)
-        # ctx is set by Link.open() first; pyright sees only the None of __init__.
-        s = self._s = self.ctx.wrap_socket(self._raw, server_hostname=self.host)  # pyright: ignore[reportAttributeAccessIssue]
-        s.setblocking(False)
-        self._poll.register(s, _POLLIN)
-        return self
 
     def read(self, n):
         # umqtt's connect() reads through here once: the CONNACK. Checked whole, because
@@ -318,48 +302,20 @@ class Link:
     def open(self, host, port, client_id, user, password, keepalive_s, tls=None):
         """Connect. Returns 0, or the server's CONNACK refusal code. Raises LinkError."""
         self.close()
-        net = self._net
-        self.wdt_feed()
+        # What runs only while a session opens lives in firmware/connect.py, loaded for this
+        # connect and unloaded after it (as umqtt.simple is): the connect, with the TLS
+        # handshake, is the heap's high point, and between connects the code need not stay.
+        from firmware import unload
         try:
-            # DNS before the deadline starts: lwIP's to bound (docs/esp32.md).
-            net.server = net._m.getaddrinfo(host, port)
-        except Exception as e:
+            from firmware import connect
+        except MemoryError as e:  # no room to load it: a failed connect (backoff), not a crash
+            unload("connect")
             raise LinkError("connect to %s:%d failed: %s" % (host, port, describe(e)))
-        self.wdt_feed()
-        net.start(self.timeout_s * 1000)
-        net.ctx = tls
-        net.host = host
-        if tls is not None:
-            sys.modules["ussl"] = net  # pyright: ignore[reportArgumentType]  (1.3.4's `import ussl`)
-        # No username when there is none: 1.3.4 would send an empty one, 1.8.0 none at all.
-        um = self._umqtt
         try:
-            if um is None:
-                # umqtt.simple runs for connect() only: loaded now and unloaded below, so its
-                # code is on the heap only while a session opens (on the ESP32 it is frozen
-                # into the image and costs no heap either way; on the Unix port, or a board
-                # with it in /lib, it costs about 5 KB).
-                from umqtt import simple as um
-            um.socket = net  # pyright: ignore[reportAttributeAccessIssue]  (its module global: connect() calls socket.socket())
-            c = um.MQTTClient(client_id.encode(), host, port,
-                              user.encode() if user else None,
-                              password.encode() if password else b"", keepalive_s,
-                              ssl=net if tls is not None else None)
-            c.connect()
-        except Exception as e:  # refused, timeout, TLS verification, not a CONNACK, no memory
-            net.close()
-            if um is not None and isinstance(e, um.MQTTException):
-                return e.args[0] if e.args else -1
-            raise LinkError("connect to %s:%d failed: %s" % (host, port, describe(e)))
+            return connect.open(self, host, port, client_id, user, password, keepalive_s, tls)
         finally:
-            if self._umqtt is None:
-                sys.modules.pop("umqtt.simple", None)
-                sys.modules.pop("umqtt", None)
-        # A clean session: nothing is in flight, packet ids start again.
-        self.pid = self._armed = self._nsub = 0
-        self.pinged = self.suback = None
-        self.connected = True
-        return 0
+            del connect
+            unload("connect")
 
     def close(self, graceful=True):
         up = self.connected

@@ -28,7 +28,10 @@
 # provision -> connect round, and one credential write, per backoff delay.
 # The provisioning exchange itself, and what a refused CONNECT means for the credentials, live
 # in firmware/provision.py, loaded only while needed (never during a device session); it
-# returns a decision (firmware/states.py) that _step_provision() and _step_connect() apply.
+# returns a decision (firmware/states.py) that _step_provision() and, for a refused CONNECT,
+# firmware/connecting.py apply. The connect and attributes states live in
+# firmware/connecting.py, loaded for their steps only (memory: the heap's high point is the
+# provisioning connect, which needs none of their code).
 
 import gc
 
@@ -37,7 +40,6 @@ from micropython import const
 from firmware import attributes, credentials, unload
 from firmware.backoff import Backoff
 from firmware.link import LinkError
-from firmware.log import mask
 from firmware.states import (ATTRIBUTES, CONNECT, KEEP_WORKING, NEW_CREDENTIALS, NO_DECISION,
                              PROVISION, REFUSED, RUN, TIME, TRY_TOKEN, WIFI)
 
@@ -45,7 +47,6 @@ _LOOP_MS = const(50)
 _WIFI_JOIN_MS = const(30000)
 _WIFI_POLL_MS = const(250)
 _HEALTHY_S = const(3600)
-_NOT_SET = const(" (clock not set: the time is synced first)")
 _ERROR_RECORD = const("lasterr")
 _ERROR_SAVE_S = const(60)
 _CREDS_RECORD = const("creds")
@@ -223,10 +224,20 @@ class Supervisor:
             self._step_time(now)
         elif s == PROVISION:
             self._step_provision()
-        elif s == CONNECT:
-            self._step_connect()
-        elif s == ATTRIBUTES:
-            self._step_attributes()
+        elif s == CONNECT or s == ATTRIBUTES:
+            # Their code (firmware/connecting.py) is loaded for the step only: it is not
+            # resident at the provisioning connect, the heap's high point, nor while running.
+            try:
+                from firmware import connecting
+            except MemoryError as e:  # no room to load it: retried after the backoff, not a crash
+                unload("connecting")
+                self.log.warn(s, "%s; retrying in %d s", e, self._retry(s) // 1000)
+                return
+            try:
+                (connecting.connect if s == CONNECT else connecting.attributes)(self)
+            finally:
+                del connecting
+                unload("connecting")
 
     # --- states ----------------------------------------------------------------------------------
 
@@ -335,140 +346,6 @@ class Supervisor:
         elif decision == REFUSED:
             delay = self._retry(CONNECT if self.creds else PROVISION, slow=True)
             self.log.warn("provision", "retrying in %d min", delay // 60000)
-
-    def _step_connect(self):
-        cfg = self.cfg
-        creds = self._candidate or self.creds
-        if creds is None:
-            self._goto(PROVISION)
-            return
-        self._end_session()
-        gc.collect()  # the TLS handshake wants large blocks
-        cid, user, pw = credentials.connect_params(creds, self.device_name)
-        token = creds["type"] == "ACCESS_TOKEN"
-        self.log.info("connect", "to %s:%d as %s (%s %s)", cfg["tb_host"], cfg["tb_port"],
-                       cid if token else mask(cid),  # MQTT_BASIC's client id is a secret too
-                       credentials.describe(creds), mask(user if token else pw))
-        self.link.on_message = self._on_message
-        self.hal.wdt_feed()  # a safe point: DNS, then the CONNECT exchange under its deadline
-        try:
-            rc = self.link.open(cfg["tb_host"], cfg["tb_port"], cid, user, pw,
-                                 cfg["keepalive_s"], self.tls)
-        except LinkError as e:
-            delay = self._retry(CONNECT)
-            # mbedTLS judges the certificate's dates by the RTC ("starts in the future", "has
-            # expired"): the clock is the first suspect. The time state syncs it and goes on if
-            # NTP answers, after this backoff like any retry.
-            dates = self.tls is not None and "certificate validity" in str(e)
-            self.log.warn("connect", "%s%s; retrying in %d s", e,
-                          _NOT_SET if dates and not self._clock.synced else "", delay // 1000)
-            if dates:
-                self._time_fails = 0
-                self._goto(TIME, delay)
-                return
-            if not self.hal.wifi_connected():
-                self._goto(WIFI, delay)
-            return
-        if rc == 0:
-            if self._candidate is not None:
-                # The platform accepted the configured token: the device is ours.
-                self._keep_credentials(creds)
-                self._candidate = None
-                self.log.info("connect", "device token accepted; stored as credentials")
-            elif "working" in creds:
-                # Issued credentials proved: the working ones kept beside them can go.
-                self._keep_credentials({k: creds[k] for k in creds if k != "working"})
-            self._rejected = False
-            self._session_ok = False
-            self.log.info("connect", "connected")
-            try:
-                # After the CONNACK, with the provisioning code and the handshake's garbage
-                # gone. (Inline, not a method: each name is interned for good.)
-                gc.collect()
-                from firmware.remote import Remote
-                self.remote = r = Remote(self.log, self.store)
-                r._acted = self._acted
-                refused = not r.on_connect(self.link)
-            except (LinkError, MemoryError) as e:  # closed while we subscribed; no room for remote
-                self.link.close(graceful=False)
-                self._end_session()
-                delay = self._retry(CONNECT)
-                self.log.warn("connect", "%s; retrying in %d s", e, delay // 1000)
-                return
-            if refused:
-                self.link.close(graceful=False)
-                self._retry(CONNECT)
-                return
-            if self._marker.is_sent(cfg, self.creds):
-                self._enter_run()
-            else:
-                self._goto(ATTRIBUTES)
-            return
-        if rc in (2, 4, 5):
-            # What to connect with next is decided in firmware/provision.py (loaded now, with
-            # the session closed: not resident at the heap's high points); applied here.
-            from firmware import provision
-            try:
-                decision, old = provision.fail(rc, creds, self.creds, self._rejected,
-                                               self._candidate is not None, self.log)
-            finally:
-                del provision
-                unload("provision")
-            self._candidate = None
-            if decision == KEEP_WORKING:
-                if old is not None:
-                    self._keep_credentials(old)
-                self._goto(CONNECT)
-                return
-            if decision == REFUSED:
-                delay = self._retry(CONNECT if self.creds else PROVISION, slow=True)
-                self.log.warn("connect", "retrying in %d min", delay // 60000)
-                return
-            # Back to provisioning after the backoff, never at once: a server that issues
-            # credentials and then refuses them would otherwise get a round (and a credential
-            # write) per main-loop step. Ready credentials (config.json, no provision_key):
-            # nothing to provision with, only a technician can mend it; tried again slowly
-            # (the platform may be mended meanwhile), never in a storm.
-            ready = cfg["provision_key"] is None
-            self._rejected = not ready
-            delay = self._retry(CONNECT if ready else PROVISION, slow=ready)
-            self.log.error("connect", "credentials refused (CONNACK %d): device deleted or "
-                                       "credentials changed on the platform; %s in %d s", rc,
-                           "a technician must put the device's credentials in config.json; "
-                           "retrying" if ready else "provisioning again", delay // 1000)
-            return
-        delay = self._retry(CONNECT)
-        self.log.warn("connect", "server refused the session (CONNACK %d); retrying in %d s",
-                       rc, delay // 1000)
-
-    def _step_attributes(self):
-        cfg = self.cfg
-        self.log.info("attributes", "sending %s=%s and %s=%s", cfg["attr_supplier_key"],
-                       mask(cfg["supplier_key"]), cfg["attr_cups_key"], cfg["cups"])
-        try:
-            t = cfg.get("attributes_topic")  # the device profile's (docs/thingsboard.md §6)
-            self.link.publish(t.encode() if t else attributes.TOPIC, attributes.payload(cfg), 1)
-        except LinkError as e:
-            delay = self._retry(CONNECT)
-            self.log.warn("attributes", "not acknowledged (%s); reconnecting in %d s",
-                           e, delay // 1000)
-            return
-        # PUBACK received: only now is it safe to say "sent".
-        self._acknowledged()
-        self._marker.mark_sent(cfg, self.creds)
-        self.log.info("attributes", "acknowledged")
-        if self._gesture is not None:
-            self._gesture.done()
-        self._reprovision = False
-        self._enter_run()
-
-    def _enter_run(self):
-        self.pipeline.reporting(self.creds)  # with them, the firmware report once (pipeline.py)
-        self._goto(RUN)
-        # The topic named: on a profile with other topic filters ThingsBoard acknowledges and
-        # drops every reading (docs/thingsboard.md §6), and this line is what shows it.
-        self.log.info("run", "reporting every %d s to %s; heap free %d", self.pipeline.interval_s,
-                       self.pipeline.topic.decode(), self.hal.mem_free())
 
     def _end_session(self):
         r = self.remote

@@ -10,6 +10,8 @@ import firmware.backlog  # noqa: F401
 import firmware.backlog_flash  # noqa: F401
 import firmware.backoff  # noqa: F401
 import firmware.config
+import firmware.connect  # noqa: F401  (loaded for each connect)
+import firmware.connecting  # noqa: F401  (loaded in the connect and attributes states)
 import firmware.crashes  # noqa: F401
 import firmware.credentials  # noqa: F401
 import firmware.cups  # noqa: F401
