@@ -59,7 +59,7 @@ def unique_id():
 
 
 class FakeBoard:
-    def __init__(self, root, frozen=None, heap="110K", micropython=MICROPYTHON):
+    def __init__(self, root, frozen=None, heap="116K", micropython=MICROPYTHON):
         self.root = os.path.abspath(root)
         self.frozen = os.path.abspath(frozen) if frozen else None
         self.heap = heap
@@ -229,7 +229,7 @@ def main(argv=None):
     ap.add_argument("--root", required=True, help="directory that plays the board's flash")
     ap.add_argument("--link", help="also make this symlink to the pty")
     ap.add_argument("--frozen", help="directory of modules frozen into the fake firmware")
-    ap.add_argument("--heap", default="110K")
+    ap.add_argument("--heap", default="116K")
     ap.add_argument("--timeout", type=float, help="exit after this many seconds")
     a = ap.parse_args(argv)
     os.makedirs(a.root, exist_ok=True)

@@ -121,7 +121,7 @@ def _free_port(kind):
 
 
 class VirtualMeter:
-    def __init__(self, workdir, config, device_dir=DEVICE_DIR, uid="a1b2c3d4e5f6", heap="110K",
+    def __init__(self, workdir, config, device_dir=DEVICE_DIR, uid="a1b2c3d4e5f6", heap="116K",
                  files=None, env=None, echo=None, name=None, hw_counter=True):
         self.dir = workdir
         os.makedirs(workdir, exist_ok=True)

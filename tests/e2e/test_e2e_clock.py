@@ -21,7 +21,7 @@ from lab.meterhost import PulseTrain
 from tbsim import Profile, TBSim
 
 NAME = device_name()
-RTC_HEAP = "118K"  # conftest.HEAP + the RTC model + the margin above
+RTC_HEAP = "124K"  # conftest.HEAP + the RTC model + the margin above
 
 
 def _points(sim, key="pulses"):
