@@ -333,7 +333,10 @@ class VirtualMeter:
                 self.powered = False
                 return
             self.proc = None
-            os.killpg(proc.pid, signal.SIGKILL)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it ended by itself between poll() and the kill (a reset, a crash)
         proc.wait()
         with self._cond:
             self._radio_off()
