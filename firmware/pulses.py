@@ -72,9 +72,18 @@
 #   no bounce (k 1), 40 edges missed:        H 40                    -> 40
 # With irregular bounce or spikes, trains(H) is off by about the spread of the edges per train
 # in the chunk over k (the sqrt of the spikes in a long stall, say). Until k is known (a TLS
-# handshake right after boot) an untrusted chunk is held, its head, tail and rate bound
-# kept, and counted with k as soon as it is known; if that takes _HOLD_MS, with its own
-# verdicts' ratio, H * A / (A + R), late as they are.
+# handshake right after boot, or a loaded host's long steps) an untrusted chunk is held, its
+# tail and rate bound kept, and counted with k as soon as it is known; if that takes _HOLD_MS,
+# with its own verdicts' ratio, H * A / (A + R), late as they are. The head a held chunk began
+# with is unknown too (round(k) minus the edges of the tail before it): held chunks keep those
+# tails' edges and owe round(k) minus each at the release.
+# The handler's reference after a stall: the queued handlers run back to back when the block
+# ends, and the one that accepts an edge sets the last-edge time to then. The edges after it
+# are judged on time but against that late reference: a closure a few ms later looks like
+# bounce and its own bounce like the pulse, and the tail then lacks the edges before it. So
+# idle(), after a step long enough for late handlers (over min_interval / 3), forgets an edge
+# accepted in that step: the next edge starts afresh, as after a silence (hardware path only;
+# the interrupt-only path counts its verdicts as they are and its README bound allows for it).
 # missed_edges: real pulses the handler did not judge on time (counted - A, where positive);
 # bounced_edges: input edges that were not pulses (H - counted; interrupt only: R).
 #
@@ -108,7 +117,7 @@ _FIRST = const(1)  # ticks_us of the first of them
 _LASTH = const(2)  # ticks_us of the last of them
 _REJ = const(3)  # edges rejected by the debounce
 _PRE = const(4)  # of those, the ones before the half's first accepted edge
-_SLOTS = const(41)  # _HALF0 + 2 * _HLEN = 14 for the handler, then the main loop's
+_SLOTS = const(44)  # _HALF0 + 2 * _HLEN = 14 for the handler, then the main loop's
 
 # Main-loop slots, after the handler's in the same array (the hardware-counter bookkeeping: no
 # interned names, no objects). The handler never touches them.
@@ -140,6 +149,9 @@ _HMS = const(37)  # ticks_ms when the first was held (-1: none)
 _STAIL = const(38)  # _TAIL and _LAST as the halves flipped (later handlers are the next chunk's)
 _SLAST = const(39)
 _KODD = const(40)  # 1 once the trains learnt were not all of one length
+_PTL = const(41)  # the last chunk's tail when the wire was unknown (its head then is too)
+_HPT = const(42)  # of the held chunks that began with such a head: those tails, summed
+_HPN = const(43)  # and their number
 
 # On the ESP32 ticks_us wraps every 2**30 µs (17.9 min) and ticks_diff is only valid within half
 # of that, 8.9 min; ticks_ms wraps every 12.4 days, valid within 6.2 (docs/esp32.md: Clock and
@@ -259,8 +271,23 @@ class PulseCounter:
         Called right before the loop's sleep (Supervisor.run_forever); without it every step counts
         as short and only dropped edges make a chunk untrusted."""
         m = self._st
-        m[_IDLE] = self._ticks_us()
+        now = self._ticks_us()
+        m[_IDLE] = now
         m[_IDLED] = 1
+        # Hardware path: after a step long enough for its handlers to have run late (a stall,
+        # then the queue drained back to back), an edge they accepted is no reference for the
+        # edges to come, which the handler judges on time: a closure just after it would be
+        # taken for bounce and its own bounce for the pulse, and the train in progress at the
+        # next drain (its tail) would be short of the edges before it. The next edge starts
+        # afresh, as after a silence. (The interrupt-only path counts its verdicts as they
+        # are: its README bound allows one late bounce per stall, and a forgotten reference
+        # would add one more.) A handler that accepts an edge between the test and the store
+        # loses its reference: at most one bounce after it counts in this untrusted chunk,
+        # which is counted in trains anyway.
+        if self.hw is not None and m[_SEEN] and self._min_us \
+                and self._ticks_diff(now, m[_T1]) * 3 > self._min_us \
+                and self._ticks_diff(m[_LAST], m[_T1]) > 0:
+            m[_SEEN] = 0
 
     def service(self, now_ms):
         """Drain the handler's counts into the index and update power. Main loop only.
@@ -394,6 +421,11 @@ class PulseCounter:
                 m[_HH] += h
                 m[_HX] += x
                 m[_HT] += 1 if tail else 0
+                if m[_PTL]:
+                    # The train in progress at the last chunk's end went on into this one, by
+                    # round(k) minus its edges then: not known yet, owed at the release.
+                    m[_HPT] += m[_PTL]
+                    m[_HPN] += 1
                 m[_HA] += a
                 m[_HS] += m[_CS]
                 m[_HB] += bound if bound < h else h
@@ -419,7 +451,10 @@ class PulseCounter:
         if m[_HMS] >= 0 and (known or diff(now_ms, m[_HMS]) >= _HOLD_MS):
             hh = m[_HH]
             if known:
-                ph = (m[_HX] * 512 + k) // (2 * k) + m[_HT]
+                x = (m[_HX] << 8) - m[_HPN] * k + (m[_HPT] << 8)  # x256, the heads owed off
+                if x < 0:
+                    x = 0
+                ph = (x * 2 + k) // (2 * k) + m[_HT]
             else:
                 # Still too little learnt: those chunks' own verdicts give their edges per pulse.
                 ph = (hh * m[_HA] * 2 + m[_HS]) // (2 * m[_HS]) if m[_HS] else hh
@@ -429,13 +464,14 @@ class PulseCounter:
                 self.missed_edges += ph - m[_HA]
             p += ph
             h += hh
-            m[_HH] = m[_HX] = m[_HT] = m[_HA] = m[_HS] = m[_HB] = 0
+            m[_HH] = m[_HX] = m[_HT] = m[_HA] = m[_HS] = m[_HB] = m[_HPT] = m[_HPN] = 0
             m[_HMS] = -1
         self.index += p
         if h > p:
             self.bounced_edges += h - p
         kk = (k + 128) >> 8
         m[_HEAD] = kk - tail if tail and kk > tail else 0
+        m[_PTL] = tail if not known else 0
         m[_CH] = m[_CA] = m[_CS] = m[_CPRE] = m[_CW] = 0
         m[_CMS] = now_ms
         m[_CUS] = t1

@@ -1,9 +1,10 @@
 """Virtual meters: the real firmware on the MicroPython Unix port, with a power switch.
 
 A VirtualMeter owns what the board would: a flash image (LittleFS2, see firmware/hal/unix.py),
-the pulse input (a FIFO; every byte is one edge, its value the delay since the previous edge in
-50 µs steps: real pulses go in as 0, "now", and their contact bounce and spikes as delays; see
-Bounce), the Wi-Fi (a file holding up/down/nodns, and the site's networks with their passwords:
+the pulse input (a FIFO; every 4-byte record is one edge and the instant it happens on the host's
+monotonic clock, which the firmware's pulse thread replays: real pulses at the moment they are
+written, their contact bounce and spikes after them, see Bounce and firmware/hal/unix.py), the
+Wi-Fi (a file holding up/down/nodns, and the site's networks with their passwords:
 set_wifi()), the access point of setup mode (its page on a loopback port of its own:
 access_point()), the unique id, and the power supply: power_on() starts `micropython main.py`
 from the device tree
@@ -50,7 +51,18 @@ def _flashimg(image, *args, data=None):
                           list(args), env=env, capture_output=True, timeout=60)
 
 
-_STEP_US = 50  # one unit of the FIFO's per-edge delay (firmware/hal/unix.py)
+# Pulse FIFO records (firmware/hal/unix.py): the edge's time, host monotonic µs, low 30 bits,
+# little-endian; bit 31 set for noise (bounce, spikes), so what a power cut left unread can be
+# told apart. Written at most _PIPE_ATOMIC bytes at a time: the kernel then writes all or
+# nothing, and a record is never split.
+_EDGE_MASK = 0x3FFFFFFF
+_NOISE = 0x80000000
+_PIPE_ATOMIC = 4096  # PIPE_BUF on Linux, a multiple of the record's 4 bytes
+
+
+def _record(t_s, noise=False):
+    us = int(t_s * 1e6) & _EDGE_MASK
+    return (us | (_NOISE if noise else 0)).to_bytes(4, "little")
 
 
 class Bounce:
@@ -66,7 +78,7 @@ class Bounce:
 
     def __init__(self, edges=2, min_ms=0.5, max_ms=5.0, spike_p=0.0, spike_ms=(6.0, 9.0), seed=1):
         import random
-        assert 0 < min_ms <= max_ms and spike_ms[1] < 12.7
+        assert 0 < min_ms <= max_ms and spike_ms[0] <= spike_ms[1] < 100
         self.edges, self.min_ms, self.max_ms = edges, min_ms, max_ms
         self.spike_p, self.spike_ms = spike_p, spike_ms
         self._rand = random.Random(seed)
@@ -81,19 +93,23 @@ class Bounce:
         return offsets
 
 
-def edge_bytes(n, bounce=None):
-    """FIFO bytes for n real edges now, each followed by its bounce (firmware/hal/unix.py)."""
-    if bounce is None:
-        return bytes(n)
+def edge_records(n, bounce=None, at=None):
+    """FIFO records for n real edges at host monotonic time `at` (default: now), each followed
+    by its bounce (firmware/hal/unix.py)."""
+    t = time.monotonic() if at is None else at
     out = bytearray()
     for _ in range(n):
-        out.append(0)
-        prev = 0
-        for off in bounce.after():
-            units = max(1, min(255, round((off - prev) * 1000 / _STEP_US)))
-            out.append(units)
-            prev += units * _STEP_US / 1000
+        out += _record(t)
+        if bounce is not None:
+            for off in bounce.after():
+                out += _record(t + off / 1000, noise=True)
     return bytes(out)
+
+
+def _count_records(data):
+    """(real pulses, noise edges) among whole FIFO records."""
+    noise = sum(1 for i in range(3, len(data), 4) if data[i] & 0x80)
+    return len(data) // 4 - noise, noise
 
 
 def decode_record(raw):
@@ -222,24 +238,26 @@ class VirtualMeter:
         elif os.path.exists(self.buttonfile):
             os.unlink(self.buttonfile)
 
-    def pulse(self, n=1, bounce=None):
-        """n real pulses on the pulse input, now, each with its contact bounce (a Bounce) if
-        given. Edges while the power is off reach nobody."""
-        data = edge_bytes(n, bounce)
+    def pulse(self, n=1, bounce=None, at=None):
+        """n real pulses on the pulse input, now (or at host time.monotonic() `at`, at most
+        100 ms ahead), each with its contact bounce (a Bounce) if given. Edges while the power
+        is off reach nobody."""
+        data = edge_records(n, bounce, at)
         if not self._write(data):
             return
         with self._lock:
             if self.powered:
                 self.pulses_delivered += n
-                self.noise_edges += len(data) - n
+                self.noise_edges += len(data) // 4 - n
             else:
                 self.pulses_lost_off += n
                 self._drain()
 
-    def spike(self):
-        """One noise edge now, on its own (not a pulse: a spike this far from any real edge is
-        counted by any edge filter; see firmware/pulses.py)."""
-        if not self._write(b"\x01"):  # 50 µs after the previous edge (now), and not a pulse
+    def spike(self, at=None):
+        """One noise edge now (or at time.monotonic() `at`): not a pulse. Alone, this far from
+        any real edge, any edge filter counts it (firmware/pulses.py); `at` right after a
+        pulse makes it that pulse's bounce, however late it is written."""
+        if not self._write(_record(time.monotonic() if at is None else at, noise=True)):
             return
         with self._lock:
             if self.powered:
@@ -252,7 +270,7 @@ class VirtualMeter:
             if self._closed:
                 return False
             try:
-                k = os.write(self._fifo_fd, data)
+                k = os.write(self._fifo_fd, data[:_PIPE_ATOMIC])
             except BlockingIOError:
                 time.sleep(0.001)  # pipe full: the meter is busy; the pulse hardware waits
                 continue
@@ -260,8 +278,7 @@ class VirtualMeter:
         return True
 
     def _drain(self):
-        # Bytes still in the pipe when the power went: nobody counted them. Real pulses are the
-        # 0 bytes (edge_bytes); the rest were bounce and spikes.
+        # Records still in the pipe when the power went: nobody counted them.
         pulses = noise = 0
         while True:
             try:
@@ -270,8 +287,9 @@ class VirtualMeter:
                 break
             if not chunk:
                 break
-            pulses += chunk.count(0)
-            noise += len(chunk) - chunk.count(0)
+            p, n = _count_records(chunk)
+            pulses += p
+            noise += n
         return pulses, noise
 
     # --- power -----------------------------------------------------------------------------------

@@ -4,17 +4,27 @@
 # - Flash: a LittleFS2 filesystem on a file-backed block device (METER_FLASH, default
 #   flash.img), mounted at /flash and made the working directory, so a SIGKILL behaves like a
 #   power cut on real flash (copy-on-write metadata, atomic rename).
-# - Pulses: a thread reads the FIFO named by METER_PULSES; every byte is one edge on the pulse
-#   pin, and its value is when: the delay since the previous edge in 50 µs steps (0: at once,
-#   when read; 1..255: 50 µs to 12.75 ms after the previous edge was played, or at once if that
-#   instant has passed). So a writer can hand over an edge and its contact bounce in one write
-#   and the thread replays their sub-millisecond timing (lab/meterhost.py writes real pulses as
-#   0 and bounce and spikes as delays). Like the ESP32 the thread plays both pieces of
-#   hardware: the PCNT counter (counts every edge, bounce and spikes included, whatever Python
-#   is doing) and the GPIO interrupt, delivered through micropython.schedule as ESP32 soft IRQs
-#   are, queue overflow included (the edge then reaches only the counter). Counting and
-#   scheduling happen together (a lock against take()), as PCNT and the GPIO interrupt see the
-#   same edge within microseconds; an OS thread preempted between the two would not.
+# - Pulses: a thread reads the FIFO named by METER_PULSES; every 4-byte record is one edge on
+#   the pulse pin and says when it happens: the host's monotonic clock in µs (the clock this
+#   port's ticks_us reads), its low 30 bits, little-endian (bit 31 tells the writer's real
+#   pulses from noise; the thread ignores it). An edge whose time is ahead waits for it (at
+#   most _AHEAD_MAX_US), so a writer hands over a real edge and its contact bounce in one
+#   write and the thread replays their sub-millisecond timing (lab/meterhost.py). Like the
+#   ESP32 the thread plays both pieces of hardware: the PCNT counter (counts every edge, bounce
+#   and spikes included, whatever Python is doing) and the GPIO interrupt, delivered through
+#   micropython.schedule as ESP32 soft IRQs are, queue overflow included (the edge then reaches
+#   only the counter). Counting and scheduling happen together (a lock against take()), as
+#   PCNT and the GPIO interrupt see the same edge within microseconds; an OS thread preempted
+#   between the two would not.
+#   Edge times are carried, not taken from when the thread gets to run: on a loaded host the
+#   writer, the pipe and this thread are each scheduled milliseconds late, now and then, and
+#   an edge played late moves the signal itself (a bounce 3 ms after its pulse, played 14 ms
+#   late, is a new pulse to any debounce; two pulses 20 ms apart, played 5 ms apart, are one).
+#   A board's GPIO interrupt fires within microseconds of the edge; what is late there is
+#   only the soft IRQ, while the main thread is busy. So while a handler runs, ticks_us reads
+#   earlier by as much as the thread played its edge late (_late): the handler's timestamp is
+#   the edge's time plus the main thread's own latency, as on the board. Only the counter's
+#   increment lands when the thread plays it (milliseconds, rarely).
 # - Network: METER_NET names a file holding "up" (default), "down" (Wi-Fi lost: no sockets, no
 #   DNS), "nodns" (Wi-Fi up, name resolution fails) or "nontp" (Wi-Fi, DNS and TCP work, NTP's
 #   UDP port 123 is blocked). Sockets are real TCP to the host.
@@ -71,6 +81,7 @@ import sys
 import time
 
 import micropython
+from array import array
 from micropython import const
 
 RESET_EXIT_CODE = 3
@@ -80,6 +91,11 @@ _BLOCKS = const(512)  # 2 MiB, the data partition of a 4 MiB ESP32 module
 _NET_CHECK_MS = const(200)
 _TICKS_MASK = const(0x3FFFFFFF)  # the ESP32's ticks period, 2**30, minus 1
 _TICKS_HALF = const(0x20000000)
+_EDGE_REC = const(4)  # bytes per edge in the pulse FIFO
+_EDGE_MASK = const(0x3FFFFFFF)  # edge times: the low 30 bits of the monotonic µs clock
+_EDGE_HALF = const(0x20000000)
+_AHEAD_MAX_US = const(100000)  # an edge further ahead is a writer's mistake: played then
+_RING = const(16)  # per-edge lateness slots, > the 4 soft IRQs this port's queue holds
 _FAULTS = const("firmware.hal.unix_faults")
 
 
@@ -193,9 +209,13 @@ class Hal:
     name = "unix"
 
     def __init__(self):
-        tms, tus = time.ticks_ms, time.ticks_us
-        self.ticks_ms, self.ticks_us = tms, tus
-        self.ticks_diff, self.ticks_add = time.ticks_diff, time.ticks_add
+        tms, tus, tadd = time.ticks_ms, time.ticks_us, time.ticks_add
+        # _late[_RING]: how late the pulse thread played the edge whose handler runs now (µs,
+        # <= 0), 0 outside handlers; _late[0:_RING]: the same per queued edge. See Pulses above.
+        late = self._late = array("l", [0] * (_RING + 1))
+        self.ticks_ms = tms
+        self.ticks_us = lambda: tadd(tus(), late[_RING])  # allocates nothing: small ints
+        self.ticks_diff, self.ticks_add = time.ticks_diff, tadd
         wrap = os.getenv("METER_TICKS_WRAP_MS")
         if wrap:
             # The ESP32's period, both ticks starting `wrap` ms before their wrap. Nothing here
@@ -204,7 +224,7 @@ class Hal:
             ms_off = (-wrap - tms()) & _TICKS_MASK
             us_off = (-wrap * 1000 - tus()) & _TICKS_MASK
             self.ticks_ms = lambda: (tms() + ms_off) & _TICKS_MASK
-            self.ticks_us = lambda: (tus() + us_off) & _TICKS_MASK
+            self.ticks_us = lambda: (tus() + us_off + late[_RING]) & _TICKS_MASK
             self.ticks_diff = lambda s, t: ((s - t + _TICKS_HALF) & _TICKS_MASK) - _TICKS_HALF
             self.ticks_add = lambda s, t: (s + t) & _TICKS_MASK
         self.socket = _Net(self)
@@ -331,6 +351,15 @@ class Hal:
             _thread.start_new_thread(self._feed, (path,))
         return self._hw
 
+    def _irq(self, i):
+        # The soft IRQ, in the main thread: the handler's ticks_us reads the edge's own time
+        # plus how long this callback waited in the queue (see Pulses at the top). i: the
+        # edge's slot in _late.
+        late = self._late
+        late[_RING] = late[i]
+        self._handler(None)
+        late[_RING] = 0
+
     def _open_doorbell(self):
         import random
         import select
@@ -349,32 +378,41 @@ class Hal:
 
     def _feed(self, path):
         # Runs in its own thread, like the pulse hardware: keeps counting while the main thread
-        # is blocked in a TLS handshake or a flash write.
-        edge = bytearray(1)  # one byte per read: MicroPython's readinto waits for a full buffer
+        # is blocked in a TLS handshake or a flash write. Nothing here allocates per edge.
+        rec = bytearray(_EDGE_REC)  # MicroPython's readinto waits for a full record
         hw = self._hw
         lock = hw.lock if hw is not None else None
-        handler = self._handler
+        irq = self._irq  # bound once: scheduling it per edge allocates nothing
+        late = self._late
+        tus = time.ticks_us
         bell = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
         addr = self._wake_addr
-        played = time.ticks_us()
+        slot = 0
+        played = None  # the last edge's time
         while True:
             with open(path, "rb") as f:  # blocks until the load driver opens the FIFO
-                while f.readinto(edge):
-                    if edge[0]:
-                        wait = time.ticks_diff(time.ticks_add(played, edge[0] * 50),
-                                               time.ticks_us())
-                        if wait > 0:
-                            time.sleep_us(wait)
+                while f.readinto(rec):
+                    t = rec[0] | rec[1] << 8 | rec[2] << 16 | (rec[3] & 0x3F) << 24
+                    # Differences of edge times (30 bits, wrapping every 17.9 min): small ints
+                    # on any build.
+                    if played is not None and ((t - played + _EDGE_HALF) & _EDGE_MASK) < _EDGE_HALF:
+                        t = played  # edges never go back in time
+                    played = t
+                    wait = ((t - (tus() & _EDGE_MASK) + _EDGE_HALF) & _EDGE_MASK) - _EDGE_HALF
+                    if wait > 0:
+                        time.sleep_us(wait if wait < _AHEAD_MAX_US else _AHEAD_MAX_US)
                     if lock is not None:
                         lock.acquire()
                         hw.total += 1
+                    wait = ((t - (tus() & _EDGE_MASK) + _EDGE_HALF) & _EDGE_MASK) - _EDGE_HALF
+                    late[slot] = wait if wait < 0 else 0
                     try:
-                        micropython.schedule(handler, None)
+                        micropython.schedule(irq, slot)
+                        slot = slot + 1 if slot + 1 < _RING else 0
                     except RuntimeError:
                         self.sched_overflows += 1  # as on ESP32: the soft IRQ is lost
                     if lock is not None:
                         lock.release()
-                    played = time.ticks_us()
                     try:
                         bell.sendto(b".", addr)  # wake the main thread if it sleeps
                     except OSError:

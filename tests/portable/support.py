@@ -133,10 +133,20 @@ class MainLoop:
     port; the rest are dropped, as micropython.schedule drops them) and runs when the stall
     ends, back to back, with the timestamp of then (the soft-IRQ wart)."""
 
-    def __init__(self, counter, clock, hw=None, queue=8, loop_ms=50, step_us=500, idle=True):
+    def __init__(self, counter, clock, hw=None, queue=8, loop_ms=50, step_us=500, idle=True,
+                 seed=1):
+        # step_us: how long each step works; (lo, hi) for a length drawn from lo..hi per step,
+        # as a loaded host's steps vary.
         self.p, self.clock, self.hw, self.queue = counter, clock, hw, queue
         self.loop_us, self.step_us, self.idle = loop_ms * 1000, step_us, idle
         self.dropped = 0
+        self._rand = Lcg(seed)
+
+    def _step(self):
+        s = self.step_us
+        if isinstance(s, tuple):
+            return s[0] + self._rand.below(s[1] - s[0] + 1)
+        return s
 
     def _play(self, edges, i, until, blocked_until=None):
         # Plays edges[i:] that happen before `until`; returns the next index.
@@ -161,8 +171,11 @@ class MainLoop:
         return i
 
     def run(self, edges, end_us, stalls=(), busy=()):
-        """Run until end_us. stalls: (start_us, length_us) blocked in C; busy: (start_us,
-        length_us) of steps that run Python that long (handlers on time)."""
+        """Run until end_us. stalls: (start_us, length_us) blocked in C, or (start_us,
+        length_us, pieces, gap_us): that many blocks of length_us with gap_us of bytecode
+        between them, in which the queue drains and handlers run on time (a slow flash's block
+        programs, one index write); busy: (start_us, length_us) of steps that run Python that
+        long (handlers on time)."""
         stalls = sorted(stalls)
         busy = sorted(busy)
         i = 0
@@ -171,15 +184,20 @@ class MainLoop:
             i = self._play(edges, i, t)
             self.clock.us = t
             self.p.service(t // 1000)
-            t += self.step_us
+            t += self._step()
             i = self._play(edges, i, t)
             if busy and busy[0][0] <= t:
                 t += busy.pop(0)[1]
                 i = self._play(edges, i, t)
             if stalls and stalls[0][0] <= t:
-                length = stalls.pop(0)[1]
-                i = self._play(edges, i, t + length, True)
-                t += length + self.burst_us
+                stall = stalls.pop(0)
+                pieces, gap = (stall[2], stall[3]) if len(stall) > 2 else (1, 0)
+                for _ in range(pieces):
+                    i = self._play(edges, i, t + stall[1], True)
+                    t += stall[1] + self.burst_us
+                    if gap:
+                        i = self._play(edges, i, t + gap)
+                        t += gap
             self.clock.us = t
             if self.idle:
                 self.p.idle()

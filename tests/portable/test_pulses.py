@@ -393,3 +393,39 @@ def test_a_long_step_before_the_wire_is_learnt_is_counted_once_it_is():
     p, loop = _loop(True, queue=8)
     loop.run(edges, 13500000, stalls=((900000, 2000000),))
     assert p.index == real and p.bounced_edges == len(edges) - real, (p.index, real)
+
+
+def _flash_stalls(rate, phase, gap, step_us):
+    # Two index writes to a slow flash: 4 block programs of 0.7 s each, with gap_us of bytecode
+    # between them (the queue of 4 drains back to back after each), as the e2e suite's
+    # METER_FLASH_DELAY_MS gives; steps of step_us (a range: a loaded host).
+    edges, real = bouncing_edges(rate, 24, seed=rate + phase)
+    clk = Clock(1000000)
+    p = _counter(clk, min_ms=12 if rate == 50 else 30, hw=Hw())
+    loop = MainLoop(p, clk, p.hw, queue=4, step_us=step_us, seed=phase + gap)
+    loop.run(edges, 27000000, stalls=[(t + phase, 700000, 4, gap) for t in (5000000, 15000000)])
+    return p, edges, real
+
+
+def test_a_stall_in_pieces_counts_exactly_though_handlers_ran_late_between_them():
+    # After each block program the queued handlers run back to back, late: the edge they accept
+    # is no reference for the closure that follows, judged on time (it looked like a bounce of
+    # it, and its own bounce like the pulse, so the train at the next drain was short of two
+    # edges: 409 for 408 in the e2e suite). idle() forgets that reference after a long step.
+    for rate, phase, gap in ((17, 0, 2000), (17, 10500, 2000), (17, 12000, 2000),
+                             (17, 13500, 2000), (1, 0, 2000), (50, 0, 2000), (50, 1500, 200)):
+        p, edges, real = _flash_stalls(rate, phase, gap, (300, 500))
+        assert p.index == real, (rate, phase, gap, p.index, real)
+        assert p.bounced_edges == len(edges) - real, (rate, phase, gap)
+
+
+def test_chunks_held_before_the_wire_is_known_owe_the_heads_of_the_trains_they_began_with():
+    # Steps of up to 15 ms (a loaded host) are too long for the 12 ms debounce's verdicts to be
+    # trusted: chunks are held until trusted ones show the wire. A held chunk that begins
+    # inside a closure's train has its bounce edges in its count; with the edges per train
+    # unknown, so is how many: they are subtracted at the release (1 to 4 pulses too many).
+    for rate, phase, gap in ((50, 0, 2000), (50, 3000, 20000), (50, 21000, 2000),
+                             (50, 52500, 200), (17, 0, 2000), (17, 3000, 20000)):
+        p, edges, real = _flash_stalls(rate, phase, gap, (300, 15000))
+        assert p.index == real, (rate, phase, gap, p.index, real)
+        assert p.bounced_edges == len(edges) - real, (rate, phase, gap)

@@ -7,11 +7,14 @@ import time
 import micropython
 from firmware.pulses import PulseCounter
 
-# With METER_TICKS_WRAP_MS, the ticks are the Unix HAL's ESP32 emulation (2**30 period), as the
-# handler calls them in the end-to-end tests; otherwise the port's own.
-if os.getenv("METER_TICKS_WRAP_MS"):
-    from firmware.hal.unix import Hal
-    time = Hal()  # noqa: F811  (ticks_us, ticks_ms, ticks_diff: the same names)
+from firmware.hal.unix import Hal
+
+# The ticks the handler calls in the virtual meters: the Unix HAL's (its ticks_us reads an edge's
+# own time while that edge's handler runs). With METER_TICKS_WRAP_MS, its ESP32 emulation (2**30
+# period), as in the end-to-end tests; otherwise the port's own period.
+hal = Hal()
+sleep_ms = time.sleep_ms
+time = hal  # noqa: F811  (ticks_us, ticks_ms, ticks_diff: the same names)
 
 
 def control():
@@ -111,16 +114,16 @@ def train():
 for _ in range(20):
     train()
     p.service(time.ticks_ms())  # trusted: the handler saw every edge (power computed here)
-    time.sleep_ms(20)
+    sleep_ms(20)
 p.service(time.ticks_ms())
 micropython.heap_lock()
 try:
     for _ in range(10):
-        time.sleep_ms(170)  # room for 10 closures at the debounce spacing
+        sleep_ms(170)  # room for 10 closures at the debounce spacing
         hw.count += 30
         p.service(time.ticks_ms())  # 30 edges the handler never saw: 10 trains of 3
         p.idle()
-        time.sleep_ms(20)
+        sleep_ms(20)
         hw.between = 1
         assert p.service(time.ticks_ms()) == 0  # deferred: an edge counted meanwhile
         train()
@@ -129,4 +132,25 @@ try:
 finally:
     micropython.heap_unlock()
 assert p.index == 20 + 10 * (10 + 1), p.index
-print("ISR OK: 40000 edges under heap_lock, 0 bytes allocated; hardware-path drain too")
+
+# The soft IRQ as the Unix HAL delivers it (its pulse thread schedules hal._irq with the edge's
+# slot): the handler stamps the edge's own time, not when a loaded host got round to playing it.
+# A closure, then its bounce 3 ms later that the thread played 25 ms late: still a bounce.
+p = PulseCounter(hal.ticks_us, hal.ticks_diff, 1000, 15, 300)
+hal.pulse_input(None, True, None, p.edge, False)  # no METER_PULSES: no thread, only _irq
+micropython.heap_lock()
+try:
+    for _ in range(5):
+        hal._late[2] = 0
+        hal._irq(2)
+        sleep_ms(28)
+        hal._late[3] = -25000
+        hal._irq(3)
+        sleep_ms(40)  # the next closure: 68 ms after this one, 43 after its bounce was played
+finally:
+    micropython.heap_unlock()
+p.service(hal.ticks_ms())
+assert p.index == 5 and p.rejected == 5, (p.index, p.rejected)
+assert hal._late[-1] == 0  # outside a handler, ticks_us reads the clock itself
+print("ISR OK: 40000 edges under heap_lock, 0 bytes allocated; hardware-path drain too;"
+      " soft IRQs stamped at their edges' time")
