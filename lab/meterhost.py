@@ -60,6 +60,9 @@ _NOISE = 0x80000000
 _PIPE_ATOMIC = 4096  # PIPE_BUF on Linux, a multiple of the record's 4 bytes
 
 
+_EARLY = re.compile(r"hal: (\d+) pulses and (\d+) noise edges came before the pulse input")
+
+
 def _record(t_s, noise=False):
     us = int(t_s * 1e6) & _EDGE_MASK
     return (us | (_NOISE if noise else 0)).to_bytes(4, "little")
@@ -322,7 +325,15 @@ class VirtualMeter:
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 log.write(raw)
                 log.flush()
+                early = _EARLY.match(line)
                 with self._cond:
+                    if early:
+                        # Written while the process started, before the pulse input existed:
+                        # a board would not have counted them either (firmware/hal/unix.py).
+                        p, n = int(early.group(1)), int(early.group(2))
+                        self.pulses_delivered -= p
+                        self.pulses_lost_off += p
+                        self.noise_edges -= n
                     self.lines.append((time.time(), line))
                     self._cond.notify_all()
                 if self.echo:
