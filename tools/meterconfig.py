@@ -372,7 +372,11 @@ def cmd_one(a):
 def check_file(path, warnings=None):
     """Validate a config file as the meter will (read with the meter's size limit). Returns
     (cfg, errors); a missing file is the one error "<path>: no such file"."""
-    return config.load(path, warnings)
+    cfg, errors = config.load(path, warnings)
+    # The firmware names the file as its log line would (escaped, cut at 80 characters); a
+    # technician's terminal gets the whole path.
+    shown = config.escape(path) + ": "
+    return cfg, [path + ": " + e[len(shown):] if e.startswith(shown) else e for e in errors]
 
 
 def cmd_check(a):

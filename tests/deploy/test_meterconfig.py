@@ -388,3 +388,13 @@ def test_a_file_without_a_setup_password_is_flagged_by_check(tmp_path):
     assert r.returncode == 0 and "no setup_password" in r.stdout
     r = meterconfig("label", path)
     assert "setup password  none: this meter cannot be set up from a phone" in r.stdout
+
+
+def test_a_long_path_is_named_whole_and_once(tmp_path):
+    # The firmware cuts names at 80 characters in its log lines; the tool names the file as the
+    # technician typed it (this failed only where pytest's own temporary paths were long).
+    deep = tmp_path / ("d" * 90)
+    deep.mkdir()
+    missing = str(deep / "nope.json")
+    r = meterconfig("check", missing)
+    assert r.returncode == 1 and r.stderr.strip() == "%s: no such file" % missing, r.stderr
