@@ -73,6 +73,18 @@ def cups(n):
     return "ES" + digits + check_letters(digits) + "0F"
 
 
+def meter_config(i, mqtt_port):
+    """(uid, config.json) of the i-th virtual meter (from 0)."""
+    return "5e0000%06d" % (i + 1), {
+        "wifi_ssid": "home", "wifi_password": "sim-wifi-pass", "tb_host": "127.0.0.1",
+        "tb_port": mqtt_port, "tb_tls": False, "tb_plain_ok": True,
+        "provision_key": KEY, "provision_secret": SECRET,
+        "supplier_key": "supplier-%04d-secret" % (i + 1), "cups": cups(i + 1),
+        "pulse_pin": 4, "pulses_per_kwh": PER_KWH, "publish_interval_s": PUBLISH_S,
+        "persist_interval_s": PERSIST_S, "health_interval_s": 60,
+        "access_token": "sim-device-token-%04d" % (i + 1)}
+
+
 class Clock:
     """Seconds since the loads started and, when a household day runs SPEEDUP times faster than
     real time, the simulated time of day (speedup None: a constant load, no day to show)."""
@@ -206,11 +218,12 @@ class LiveView:
             self.events_seen += 1
             if e["kind"] == "provision":
                 req = e.get("request") or {}
-                # The server's event already shows the secrets masked; masked again here in
-                # case it ever does not. Empty fields are left out.
-                sent = ["%s=%s" % (k, mask(v) if k in ("token", "provisionDeviceKey",
-                                                       "provisionDeviceSecret", "password") else v)
-                        for k, v in sorted(req.items()) if v not in ("", None, False)]
+                # Shown as the server recorded it: tbsim's event has the key, the secret and
+                # the credentials masked already (tbsim/sim.py _provision, with the firmware's
+                # rule). Masking "si...et" again would show "..." (under 8 characters), not
+                # the masked value. Empty fields are left out.
+                sent = ["%s=%s" % (k, v) for k, v in sorted(req.items())
+                        if v not in ("", None, False)]
                 self.note("server | provision request %s -> %s" % (" ".join(sent), e.get("status")),
                           e.get("t"))
             elif e["kind"] == "attributes":
@@ -421,14 +434,7 @@ def main(argv=None):
     result, end = [], time.time()
     try:
         for i in range(a.meters):
-            uid = "5e0000%06d" % (i + 1)
-            cfg = {"wifi_ssid": "home", "wifi_password": "sim-wifi-pass", "tb_host": "127.0.0.1",
-                   "tb_port": sim.mqtt_port, "tb_tls": False, "tb_plain_ok": True,
-                   "provision_key": KEY, "provision_secret": SECRET,
-                   "supplier_key": "supplier-%04d-secret" % (i + 1), "cups": cups(i + 1),
-                   "pulse_pin": 4, "pulses_per_kwh": PER_KWH, "publish_interval_s": PUBLISH_S,
-                   "persist_interval_s": PERSIST_S, "health_interval_s": 60,
-                   "access_token": "sim-device-token-%04d" % (i + 1)}
+            uid, cfg = meter_config(i, sim.mqtt_port)
             m = VirtualMeter(os.path.join(work, uid), cfg, device_dir, uid=uid, echo=view.on_console)
             load = (lambda t, w=a.load_w: w) if a.load_w else household(a.seed + i, day_s)
             view.tracks.append(Track(m, PulseTrain(m, PER_KWH, load), load))

@@ -15,7 +15,7 @@ from .http_api import HttpApi
 from .provisioning import provision
 from .ratelimits import PLANS, DeviceLimits
 from .session import RC_ADMINISTRATIVE_ACTION, Session
-from .store import ACCESS_TOKEN, MQTT_BASIC, Profile, Store, mask
+from .store import ACCESS_TOKEN, MQTT_BASIC, PROVISION_SECRETS, Profile, Store, mask
 
 PROVISIONING_MODES = ("tb", "success-then-refuse")
 _UNSET = object()
@@ -368,8 +368,9 @@ class TBSim:
         """Decide a parsed request (provisioning.provision), log it with secrets masked."""
         status, reply, name = provision(self.store, req, refuse_issued=self.provisioning == "success-then-refuse")
         shown = dict(req)
-        shown["provisionDeviceSecret"] = mask(req["provisionDeviceSecret"])
-        for secret_field in ("token", "password"):
+        # The profile's key and secret, and the credentials a device asks for: masked with the
+        # firmware's rule (store.mask), so the event shows them as every log line does.
+        for secret_field in PROVISION_SECRETS:
             if shown.get(secret_field):
                 shown[secret_field] = mask(shown[secret_field])
         self.store.event("provision", request=shown, status=status, deviceName=name, transport=transport)

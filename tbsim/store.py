@@ -51,6 +51,11 @@ def mask(secret):
     return shown
 
 
+# The fields of a provision request that the "provision" event shows masked: the profile's
+# key and secret, and the credentials a device asks for (docs/thingsboard.md §2.4).
+PROVISION_SECRETS = ("provisionDeviceKey", "provisionDeviceSecret", "token", "password")
+
+
 def _filter_or_default(text, default):
     """MqttDeviceProfileTransportConfiguration's getters: a blank filter reads as the default."""
     return text if isinstance(text, str) and text.strip() else default

@@ -10,6 +10,20 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STAMP = re.compile(r"^ +\d+\.\ds(?: day \d+)? \d\d:\d\d (.*)$")
+
+
+def readme_sim_sample():
+    """The lines of README.md's sample of `make sim` off a terminal (the block that shows the
+    provision request), each without its time stamp."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    for m in re.finditer(r"^```\w*\n(.*?)^```", text, re.S | re.M):
+        if "server | provision request" in m.group(1):
+            lines = m.group(1).splitlines()
+            assert lines and all(STAMP.match(l) for l in lines), lines
+            return [STAMP.match(l).group(1) for l in lines]
+    raise AssertionError("README.md has no make sim sample")
 
 
 def run_sim(args, timeout=120):
@@ -76,6 +90,17 @@ def test_make_sim_two_meters_household_profile_agree_and_report(tmp_path):
     # Secrets are shown masked in the live view, never in full.
     assert "supplier-0001-secret" not in out and "sim-profile-secret" not in out
     assert "sim-wifi-pass" not in out and "sim-device-token-0001" not in out
+    # README.md's sample of this output is what a run prints: each of its lines is one of this
+    # run's (after the time stamp; a reading's figures are this run's own).
+    printed = [STAMP.match(l).group(1) for _t, l in timed if STAMP.match(l)]
+    for line in readme_sim_sample():
+        if " reading: " in line:
+            head = re.escape(line.split(" reading: ")[0] + " reading: ")
+            rx = re.compile(head + r"[\d.]+ kWh, [\d.]+ W, index \d+ \(as on flash\) \| "
+                            r"true load \d+ W, played \d+$")
+            assert any(rx.match(l) for l in printed), line
+        else:
+            assert line in printed, (line, [l for l in printed if "5e0000000001" in l][:12])
 
 
 def test_make_sim_constant_load_reports_the_true_power(tmp_path):

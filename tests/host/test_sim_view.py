@@ -3,9 +3,17 @@ a terminal, in the order things happened; the simulated clock; the boot and prov
 that stays on screen however many events follow."""
 
 import io
+import os
+import re
 import time
 
+from firmware.provision import build_request
 from lab import sim as labsim
+from tbsim import Profile, TBSim
+from tbsim.provisioning import parse_request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+STAMP = re.compile(r"^ +\d+\.\ds(?: day \d+)? \d\d:\d\d (.*)$")
 
 
 class FakeSim:
@@ -66,9 +74,9 @@ def test_off_a_terminal_every_event_is_one_line_in_the_order_it_happened():
     v.on_console(meter, "1.000 I state: time -> provision")
     time.sleep(0.02)
     v.sim.evts.append({"t": time.time(), "kind": "provision", "status": "SUCCESS",
-                       "request": {"deviceName": "meter-5e0000000001",
-                                   "provisionDeviceKey": "sim-profile-key",
-                                   "provisionDeviceSecret": "sim-profile-secret"}})
+                       "request": {"deviceName": "meter-5e0000000001",  # as tbsim records it
+                                   "provisionDeviceKey": "si...ey",
+                                   "provisionDeviceSecret": "si...et", "token": ""}})
     time.sleep(0.02)
     v.on_console(meter, "1.100 I provision: SUCCESS: token credentials stored")
     time.sleep(0.02)
@@ -84,7 +92,10 @@ def test_off_a_terminal_every_event_is_one_line_in_the_order_it_happened():
     assert len(lines) == 5, lines
     assert lines[0].endswith("meter-5e0000000001 | I state: time -> provision")
     assert "server | provision request deviceName=meter-5e0000000001" in lines[1]
-    assert "provisionDeviceKey=si...ey" in lines[1] and "sim-profile-secret" not in lines[1]
+    # The masked values as the server recorded them, not masked again into "..."; the empty
+    # token left out.
+    assert lines[1].endswith("server | provision request deviceName=meter-5e0000000001 "
+                             "provisionDeviceKey=si...ey provisionDeviceSecret=si...et -> SUCCESS")
     assert lines[2].endswith("| I provision: SUCCESS: token credentials stored")
     assert "client attributes stored" in lines[3] and "supplier-0001-secret" not in lines[3]
     assert lines[4].endswith("server | meter-5e0000000001 reading: 0.004 kWh, 1498.2 W, index 40 "
@@ -141,3 +152,34 @@ def test_a_small_terminal_shows_whole_meters_and_says_how_many_are_left_out():
 def test_chart_path_is_beside_the_report():
     assert labsim.chart_path("run/sim/sim.json", "5e01") == "run/sim/sim-meter-5e01.png"
     assert labsim.chart_path("out", "5e01") == "out-meter-5e01.png"
+
+
+def readme_sim_sample():
+    """The lines of README.md's sample of `make sim` off a terminal (the block that shows the
+    provision request), each without its time stamp."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    for m in re.finditer(r"^```\w*\n(.*?)^```", text, re.S | re.M):
+        if "server | provision request" in m.group(1):
+            lines = m.group(1).splitlines()
+            assert all(STAMP.match(l) for l in lines), lines
+            return [STAMP.match(l).group(1) for l in lines]
+    raise AssertionError("README.md has no make sim sample")
+
+
+def test_the_readme_sample_provision_line_is_what_make_sim_prints():
+    # The real parts of that line: the first virtual meter's config (lab/sim.py), its request
+    # as the firmware builds it, tbsim parsing, deciding and recording it, the live view
+    # printing tbsim's event. tests/e2e/test_make_sim.py checks the whole sample against a
+    # real run.
+    uid, cfg = labsim.meter_config(0, 1883)
+    sim = TBSim(profiles=[Profile(labsim.KEY, labsim.SECRET)])
+    req = build_request(cfg["provision_key"], cfg["provision_secret"], "meter-" + uid,
+                        cfg["access_token"])
+    assert sim._provision(parse_request(req), "mqtt")[0] == "SUCCESS"
+    out = io.StringIO()
+    labsim.LiveView(sim, labsim.Clock(288.0), False, out).poll_server()
+    printed = [STAMP.match(l).group(1) for l in out.getvalue().splitlines()]
+    assert printed == [l for l in readme_sim_sample() if "server | provision request" in l]
+    # Every secret masked once, with the firmware's rule: its first and last two characters.
+    assert "provisionDeviceKey=si...ey provisionDeviceSecret=si...et token=si...01" in printed[0]

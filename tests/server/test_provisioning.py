@@ -45,6 +45,19 @@ def test_reply_qos1_when_never_subscribed_with_exact_success_string(sim):
     c.close()
 
 
+def test_the_event_shows_every_secret_masked_as_the_firmware_masks(sim):
+    # The profile's key and secret, and the token the device asks for: first and last two
+    # characters (the firmware's rule, firmware/log.py mask; tbsim's copy in tbsim/store.py).
+    c, (_, _, _, payload) = provision(sim, request(deviceName="meter-2", credentialsType="ACCESS_TOKEN",
+                                                   token="device-token-0002"))
+    assert b"SUCCESS" in payload
+    shown = sim.events("provision")[-1]["request"]
+    assert (shown["provisionDeviceKey"], shown["provisionDeviceSecret"], shown["token"]) == \
+        ("me...ey", "me...et", "de...02")
+    assert shown["deviceName"] == "meter-2" and shown["credentialsType"] == "ACCESS_TOKEN"
+    c.close()
+
+
 def test_reply_uses_granted_qos_of_a_subscription(sim):
     c, (topic, qos, packet_id, _) = provision(sim, request(deviceName="m0"), qos=0, subscribe=0)
     assert qos == 0 and packet_id is None

@@ -1,15 +1,22 @@
 """firmware.startup (the config check at boot, the TLS context, the bad-config halt) and
 firmware.crashes (the crash counter)."""
 
+import builtins
+import gc
 import json
+import os
+import sys
+import types
 
 import pytest
 
-from fakes import FakeHal
+from fakes import FakeBroker, FakeHal, FakeUmqtt
 from harness import BASE
 from firmware import crashes, startup
 from firmware.log import Log
 from firmware.store import Store
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(autouse=True)
@@ -208,3 +215,71 @@ def test_an_injected_newline_never_makes_a_log_line_of_its_own():
                       "(typo?)"]
     for line in lines:
         assert "\n" not in line and "\r" not in line
+
+
+class _GcSpy(types.ModuleType):
+    """The `gc` module main.py imports, recording what main.py asks of the collector; anything
+    else is CPython's own."""
+
+    def __init__(self, events):
+        super().__init__("gc")
+        self.events = events
+
+    def collect(self):
+        self.events.append("collect")
+
+    def threshold(self, amount=None):
+        self.events.append(("threshold", amount))
+
+    def __getattr__(self, name):
+        return getattr(gc, name)
+
+
+def test_main_collects_after_every_gc_every_bytes_allocated_from_the_first_step(tmp_path,
+                                                                             monkeypatch):
+    # main.py as the board runs it (its source, not a copy), on the fakes: the Unix HAL is
+    # FakeHal, `gc` a spy. The cadence main.py states: automatic collections every _GC_EVERY
+    # (16 KB) allocated, armed once before the main loop's first step and never changed
+    # after; a full collection just before it, once the meter is built.
+    write_config()
+    events = []
+    broker = FakeBroker()
+
+    class Hal(FakeHal):
+        def __init__(self):
+            super().__init__(broker=broker)
+
+        def sleep_ms(self, ms):
+            events.append("step")  # the supervisor's loop sleeps once a step
+            if events.count("step") == 200:
+                raise KeyboardInterrupt  # Ctrl-C at the console: main() re-raises it
+            super().sleep_ms(ms)
+
+    unix = types.ModuleType("firmware.hal.unix")
+    unix.Hal = Hal
+    monkeypatch.setitem(sys.modules, "firmware.hal.unix", unix)
+    real_import = builtins.__import__
+
+    def board_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if name == "umqtt":  # the link imports umqtt.simple for each connect (main.py: None)
+            pkg = types.ModuleType("umqtt")
+            pkg.simple = FakeUmqtt(broker)
+            sys.modules["umqtt"], sys.modules["umqtt.simple"] = pkg, pkg.simple
+            return pkg
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr("builtins.__import__", board_import)
+    monkeypatch.delitem(sys.modules, "umqtt", raising=False)
+    monkeypatch.delitem(sys.modules, "umqtt.simple", raising=False)
+    monkeypatch.setitem(sys.modules, "gc", _GcSpy(events))
+    with open(os.path.join(ROOT, "main.py"), encoding="utf-8") as f:
+        code = compile(f.read(), "main.py", "exec")
+    with pytest.raises(KeyboardInterrupt):
+        exec(code, {"__name__": "__main__"})
+    first_step = events.index("step")
+    assert ("threshold", 16384) in events
+    armed = events.index(("threshold", 16384))
+    assert [e for e in events if isinstance(e, tuple)] == [("threshold", 16384)]  # never changed
+    assert armed < first_step and events[armed - 1] == "collect"  # after the boot's collection
+    assert events.count("step") == 200  # and the loop ran with it: the meter reporting
+    assert broker.messages("v1/devices/me/telemetry"), broker.published[-3:]
