@@ -64,7 +64,7 @@ def test_plain_config_every_board_check_is_skipped_with_why_and_the_board_is_res
     assert rep["pulses"][1].startswith("no GPIO on the linux port")
     assert rep["wifi"][1].startswith("no radio on the linux port")
     assert rep["tls"] == ("SKIP", "tb_tls is off (plain MQTT): no certificate to verify")
-    assert re.match(r"\d+ bytes free; the 65536-byte minimum is an ESP32's", rep["heap"][1])
+    assert re.match(r"\d+ bytes free; the 81920-byte minimum is an ESP32's", rep["heap"][1])
     assert "self-test: 1 PASS, 0 FAIL, 8 SKIP" in r.stdout
     assert "the board was reset and the meter runs" in r.stdout
     assert wait_until(lambda: board.events().count("fakeboard: hard reset") == resets + 1)
