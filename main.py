@@ -53,24 +53,32 @@ def build(hal, log, store, payload):
     return meter
 
 
+def _hal():
+    if sys.platform == "esp32":
+        from firmware.hal.esp32 import Hal
+    else:
+        from firmware.hal.unix import Hal
+    return Hal()
+
+
 def main():
     try:
         micropython.alloc_emergency_exception_buf(100)  # tracebacks from interrupt handlers
     except AttributeError:
         pass  # not on the Unix port
     import gc
+
+    hal = _hal()
+    hal.mount()
+    import bootslot
+    hal = bootslot.run(hal, _hal)  # the firmware tree this boot runs: an OTA slot (bootslot.py)
+    del bootslot  # resident only on a trial boot
     from firmware import crashes
     from firmware.log import Log
     from firmware.store import Store
     from firmware.telemetry import Payload
     from firmware import version
 
-    if sys.platform == "esp32":
-        from firmware.hal.esp32 import Hal
-    else:
-        from firmware.hal.unix import Hal
-    hal = Hal()
-    hal.mount()
     # The largest long-lived buffer first, while the heap is still in one piece.
     payload = Payload()
     log = Log(hal.ticks_ms)
@@ -104,6 +112,8 @@ def main():
     except Exception as e:
         log.error("main", "unexpected %s: %s", type(e).__name__, e)
         sys.print_exception(e)
+        if "bootslot" in sys.modules:  # a firmware on trial: the reason, should it roll back
+            sys.modules["bootslot"].fail(e)
         _save(meter, log)  # a power cut during the pause must not lose the index
         pause = 10000
         try:
@@ -129,4 +139,8 @@ def _save(meter, log):
     except Exception as e:
         log.error("main", "while saving state: %r", e)
 
-main()
+try:
+    main()
+except Exception as e:  # the firmware could not even start: an update that fails at import
+    import bootslot
+    bootslot.reboot(e)  # does not return

@@ -95,7 +95,7 @@ def check_ca(path):
 def device_files(tree, skip_firmware=False):
     """(local path, path on the board) for the code in a built device tree."""
     out = []
-    for name in ("boot.py", "main.py"):
+    for name in ("boot.py", "main.py", "bootslot.mpy"):  # never frozen: bootslot.py says why
         out.append((os.path.join(tree, name), name))
     if not skip_firmware:
         for dirpath, _dirs, files in sorted(os.walk(os.path.join(tree, "firmware"))):
