@@ -7,6 +7,8 @@
 # unpacked and verified by firmware/ota.py. One record on flash, state/bootslot.json (the format
 # of firmware/store.py: JSON, newline, CRC32), says which tree runs:
 #
+#   {"run": 0, "new": "2.0", "name": "<title>", "sum": "<fw_checksum>", "size": <bytes>}
+#                                        ota/pkg.bin downloaded and verified (firmware/ota.py)
 #   {"run": 1, "last": 0, "tries": 1, "version": "2.0", "sum": "<fw_checksum>"}   on trial
 #   {"run": 1, "done": "2.0"}            proved itself; UPDATED not yet acknowledged
 #   {"run": 0, "reason": "<why>", "stop": "<fw_checksum>"}   rolled back; FAILED not yet sent
@@ -41,12 +43,22 @@ _TMP = const("state/bootslot.tmp")
 _TRIES = const(3)  # boots a new firmware gets to prove itself
 _TRIAL_MS = const(600000)  # per boot: connect, run, get a PUBACK
 _PAUSE_S = const(5)  # before the reset after a start that failed: never a tight loop
+_PKG = const("ota/pkg.bin")  # firmware/ota.py downloads into it
+_DL = const("state/otadl.json")  # and notes there which package it holds
+_MAGIC = const(b"MOTA1 ")  # tools/ota_package.py
+_MANIFEST_MAX = const(8192)
+_PIECE = const(512)
+_SPARE = const(16384)  # flash left free after unpacking
 
 
 def read():
     """The slot record, or None when absent or unreadable."""
+    return _read(_RECORD)
+
+
+def _read(path):
     try:
-        with open(_RECORD, "rb") as f:
+        with open(path, "rb") as f:
             data = f.read(1024)
     except OSError:
         return None
@@ -75,11 +87,126 @@ def write(obj):
     os.rename(_TMP, _RECORD)
 
 
+def _rm(path):
+    # A tree, files first (the slot being replaced: nothing points at it).
+    try:
+        entries = list(os.ilistdir(path))
+    except OSError:
+        return
+    for e in entries:
+        p = path + "/" + e[0]
+        if e[1] == 0x4000:
+            _rm(p)
+        else:
+            os.remove(p)
+    os.rmdir(path)
+
+
+def _dir(path):
+    # The folders above path.
+    d = ""
+    for part in path.split("/")[:-1]:
+        d = d + "/" + part if d else part
+        try:
+            os.mkdir(d)
+        except OSError:
+            pass  # exists
+
+
+def update(obj):
+    """Unpack the verified package (firmware/ota.py) into the slot that is not running; the
+    new record: that slot on trial, or the reason it cannot be used; then a reset. Runs at
+    boot, before the firmware is imported: the one time the heap is empty. A power cut leaves
+    "new" in the record, and the next boot starts over; the running slot is never touched."""
+    from hashlib import sha256
+    from binascii import hexlify
+    run = obj.get("run") if obj.get("run") in (1, 2) else 0
+    slot = 2 if run == 1 else 1
+    dest = ("ota/1", "ota/2")[slot - 1]
+    why = None
+    _rm(dest)
+    buf = bytearray(_PIECE)
+    mv = memoryview(buf)
+    try:
+        with open(_PKG, "rb") as src:
+            head = src.read(16)
+            nl = head.find(b"\n")
+            n = int(head[len(_MAGIC):nl]) if head.startswith(_MAGIC) and nl > 0 else 0
+            if not 0 < n <= _MANIFEST_MAX:
+                raise ValueError("not a firmware package for this meter")
+            src.seek(nl + 1)
+            man = json.loads(src.read(n))
+            title, ver, files = (man.get(k) for k in ("title", "version", "files"))
+            if title != obj.get("name") or ver != obj.get("new") or not isinstance(files, list):
+                raise ValueError("the manifest is not %s %s" % (obj.get("name"), obj.get("new")))
+            total, blocks, init = nl + 1 + n, 0, False
+            block = os.statvfs(".")[0]
+            for e in files:
+                p = e[0].encode()
+                # Only the firmware package, and nothing that climbs out of the slot.
+                if not p.startswith(b"firmware/") or not p.endswith(b".mpy") or b"/." in p or \
+                        b"//" in p or len(p) > 64 or not isinstance(e[1], int) or e[1] < 0 or \
+                        [c for c in p if not (c in b"_/.-" or 48 <= c <= 57 or 97 <= c <= 122)]:
+                    raise ValueError("file %r not allowed in a package" % e[0])
+                init = init or p == b"firmware/__init__.mpy"
+                total += e[1]
+                blocks += (e[1] + block - 1) // block + 1
+            st = os.statvfs(".")
+            if total != obj.get("size") or not init:
+                raise ValueError("the manifest does not describe this package")
+            if blocks * block + _SPARE > st[0] * st[4]:
+                raise ValueError("the firmware needs %d KB of flash, %d KB free" % (
+                    blocks * block // 1024, st[0] * st[4] // 1024))
+            for e in files:
+                # Copied, then read back and checked: what is on flash is what will run.
+                path = dest + "/" + e[0]
+                _dir(path)
+                left = e[1]
+                with open(path, "wb") as f:
+                    while left > 0:
+                        k = src.readinto(buf if left >= _PIECE else mv[:left])
+                        if not k:
+                            break
+                        f.write(mv[:k])
+                        left -= k
+                h = sha256()
+                with open(path, "rb") as f:
+                    while True:
+                        k = f.readinto(buf)
+                        if not k:
+                            break
+                        h.update(mv[:k])
+                        left += k
+                if left != e[1] or hexlify(h.digest()).decode() != e[2]:
+                    raise ValueError("%s does not match the manifest" % e[0])
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        why = "%s: %s" % (type(e).__name__, e) if not isinstance(e, ValueError) else str(e)
+    if why is None:
+        print("bootslot: firmware %s unpacked into slot %d" % (obj.get("new"), slot))
+        obj = {"run": slot, "last": run, "tries": 0, "version": obj.get("new"),
+               "sum": obj.get("sum")}
+    else:
+        print("bootslot: the update cannot be applied: %s" % why)
+        obj = {"run": run, "reason": why[:160], "stop": obj.get("sum")}
+    write(obj)
+    # power cut here: the record is final; the package and its note are leftovers that the
+    # next download replaces
+    for path in (_PKG, _DL):
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+    # A reset, so the firmware boots into a heap that unpacking has not left in pieces.
+    reset()
+
+
 def start(obj):
     """The slot this boot runs (0 for the top-level tree), given the record; a boot on trial
     is counted on flash first, and a slot out of tries is rolled back."""
     if obj is None:
         return 0
+    if "new" in obj:
+        update(obj)  # does not return
     run, last, tries = obj.get("run"), obj.get("last"), obj.get("tries")
     run = run if run in (1, 2) else 0
     last = last if last in (1, 2) else 0
@@ -96,8 +223,9 @@ def start(obj):
         write(obj)  # before the slot's code runs: a crash in it counts
         return run
     why = "%s did not reach the run state with a PUBACK in %d boots" % (obj.get("version"), tries)
-    if obj.get("why"):
-        why += " (last error: %s)" % obj["why"]
+    last = obj.get("why") or (_read("state/lasterr.json") or {}).get("msg")
+    if last:  # the firmware's own last error (firmware/supervisor.py keeps it), or its crash
+        why += " (last error: %s)" % last
     print("bootslot: %s; back to the previous firmware" % why)
     write({"run": last, "reason": why[:160], "stop": obj.get("sum")})
     return last
@@ -105,57 +233,48 @@ def start(obj):
 
 def run(hal, build):
     """main.py, after the flash is mounted and before the firmware is imported: put the tree
-    this boot runs first on sys.path. Returns the HAL to use: for an OTA slot a new one from
-    build() (the modules imported from the top-level tree are dropped first), whose watchdog
-    feed also watches the trial."""
+    this boot runs first on sys.path. Returns (the HAL to use, the trial's ms or 0): for an
+    OTA slot the HAL is a new one from build() (the firmware's modules imported from the
+    top-level tree are dropped first), or, with build None, the same one. main.py watches the
+    trial: its code stays loaded anyway, and this module's does not."""
+    obj = None
     try:
-        obj = read()
-        slot = start(obj)
+        slot = start(read())
+        obj = read() if slot else None
     except Exception as e:  # never keep a meter from booting: the top-level tree is always there
         print("bootslot: %r; booting the deployed firmware" % e)
         slot = 0
-    if not slot or not isinstance(obj.get("tries"), int):
-        # Not resident (about 2 KB) except on a trial boot, where main.py's last-chance handler
-        # notes a crash's reason with fail().
-        sys.modules.pop("bootslot", None)
+    trial = 0
+    if obj is not None and isinstance(obj.get("tries"), int):
+        trial = _TRIAL_MS
+        getenv = getattr(os, "getenv", None)  # the Unix port's tests shorten it; no env on a board
+        if getenv is not None:
+            trial = int(getenv("METER_OTA_TRIAL_S") or trial // 1000) * 1000
+    sys.modules.pop("bootslot", None)  # boot-only: its code goes back to the heap
     if not slot:
-        return hal
+        return hal, 0
     # (Constant tuples and bytes: their strings are not interned, unlike a short str literal.)
     sys.path.insert(0, os.getcwd().rstrip("/") + ("/ota/1", "/ota/2")[slot - 1])
-    for name in list(sys.modules):
+    mods = sys.modules
+    # Without build (the Unix port) the HAL that mounted the flash stays, with its modules:
+    # the mount holds its objects, and the board simulator is not what an update replaces.
+    kept = [(name, mods[name]) for name in mods if name.encode()[:12] == b"firmware.hal"] \
+        if build is None else ()
+    for name in list(mods):
         if name == "firmware" or name.encode()[:9] == b"firmware.":
-            del sys.modules[name]
-    hal = build()
-    if isinstance(obj.get("tries"), int):
-        _feed(hal)
-    return hal
+            del mods[name]
+    for name, m in kept:
+        mods[name] = m
+    if build is not None:
+        hal = build()
+    return hal, trial
 
 
-def _feed(hal):
-    # The trial's clock runs outside the firmware on trial: a version that boots but never
-    # connects is reset even though its own code never gives up. Checked at each watchdog feed
-    # (every main-loop step); the record is read once, when the time is up.
-    ms = _TRIAL_MS
-    getenv = getattr(os, "getenv", None)  # the Unix port's tests shorten it; a board has no env
-    if getenv is not None:
-        ms = int(getenv("METER_OTA_TRIAL_S") or ms // 1000) * 1000
-    feed, ticks_ms, ticks_diff = hal.wdt_feed, hal.ticks_ms, hal.ticks_diff
-    t0 = ticks_ms()
-
-    def wdt_feed():
-        if ticks_diff(ticks_ms(), t0) >= ms:
-            obj = read()
-            if obj is not None and isinstance(obj.get("tries"), int):
-                print("bootslot: no PUBACK in the run state within the trial; resetting")
-                reset()
-            hal.wdt_feed = feed  # proved itself: the plain feed from now on
-        feed()
-
-    hal.wdt_feed = wdt_feed
-
-
-def fail(e):
-    """A firmware on trial failed: keep the reason for the FAILED report, should it roll back."""
+def reboot(e):
+    # main.py: the firmware could not even start (an update that fails at import). Without
+    # this the board would drop to the REPL and stay there. On trial, the reason is kept for
+    # the FAILED report, should it roll back.
+    sys.print_exception(e)  # pyright: ignore[reportAttributeAccessIssue]
     try:
         obj = read()
         if obj is not None and isinstance(obj.get("tries"), int):
@@ -163,13 +282,6 @@ def fail(e):
             write(obj)
     except Exception:
         pass
-
-
-def reboot(e):
-    # main.py: the firmware could not even start (an update that fails at import). Without
-    # this the board would drop to the REPL and stay there.
-    sys.print_exception(e)  # pyright: ignore[reportAttributeAccessIssue]
-    fail(e)
     import time
     time.sleep(_PAUSE_S)
     reset()

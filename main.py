@@ -61,6 +61,29 @@ def _hal():
     return Hal()
 
 
+def _watch(hal, ms):
+    # A new firmware on trial (bootslot.py) has ms to reach the run state and get a PUBACK
+    # (firmware/remote.py then drops "tries" from the record); if not, it is reset, and its
+    # boots run out. Checked at each watchdog feed, by this file: not by the firmware on trial,
+    # which may boot and never connect.
+    feed, t0 = hal.wdt_feed, hal.ticks_ms()
+
+    def wdt_feed():
+        if hal.ticks_diff(hal.ticks_ms(), t0) >= ms:
+            try:
+                with open("state/bootslot.json", "rb") as f:
+                    on_trial = b'"tries"' in f.read(1024)
+            except OSError:
+                on_trial = False
+            if on_trial:
+                print("main: no PUBACK in the run state within the trial; resetting")
+                hal.reset()
+            hal.wdt_feed = feed  # proved itself: the plain feed from now on
+        feed()
+
+    hal.wdt_feed = wdt_feed
+
+
 def main():
     try:
         micropython.alloc_emergency_exception_buf(100)  # tracebacks from interrupt handlers
@@ -71,8 +94,13 @@ def main():
     hal = _hal()
     hal.mount()
     import bootslot
-    hal = bootslot.run(hal, _hal)  # the firmware tree this boot runs: an OTA slot (bootslot.py)
-    del bootslot  # resident only on a trial boot
+    # The firmware tree this boot runs, maybe an OTA slot (bootslot.py), with the slot's HAL on
+    # a board; the Unix port keeps the HAL that mounted its simulated flash.
+    hal, trial_ms = bootslot.run(hal, _hal if sys.platform == "esp32" else None)
+    del bootslot  # boot-only
+    gc.collect()  # its garbage (a slot boot reads the record) before the firmware loads
+    if trial_ms:
+        _watch(hal, trial_ms)
     from firmware import crashes
     from firmware.log import Log
     from firmware.store import Store
@@ -112,8 +140,6 @@ def main():
     except Exception as e:
         log.error("main", "unexpected %s: %s", type(e).__name__, e)
         sys.print_exception(e)
-        if "bootslot" in sys.modules:  # a firmware on trial: the reason, should it roll back
-            sys.modules["bootslot"].fail(e)
         _save(meter, log)  # a power cut during the pause must not lose the index
         pause = 10000
         try:
