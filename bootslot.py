@@ -223,9 +223,9 @@ def start(obj):
         write(obj)  # before the slot's code runs: a crash in it counts
         return run
     why = "%s did not reach the run state with a PUBACK in %d boots" % (obj.get("version"), tries)
-    last = obj.get("why") or (_read("state/lasterr.json") or {}).get("msg")
-    if last:  # the firmware's own last error (firmware/supervisor.py keeps it), or its crash
-        why += " (last error: %s)" % last
+    err = obj.get("why") or (_read("state/lasterr.json") or {}).get("msg")
+    if err:  # how it failed to start, or the last error it kept (firmware/supervisor.py)
+        why += " (last error: %s)" % err
     print("bootslot: %s; back to the previous firmware" % why)
     write({"run": last, "reason": why[:160], "stop": obj.get("sum")})
     return last
