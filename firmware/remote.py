@@ -24,8 +24,9 @@
 # v1/devices/me/attributes and fetched once per connection with an attribute request.
 # Firmware updates (OTA): the fw_* shared attributes, fetched with it, and the v2/fw/ topics go
 # to firmware/ota.py, loaded only when they announce another firmware (or bootslot.py's record
-# holds a result to report) and unloaded when done. What must not wait for room for it stays
-# here: confirming a new firmware on trial once a reading is acknowledged.
+# holds a result to report) and unloaded when done or when the session ends (an update in
+# progress resumes from flash in the next one). What must not wait for room for it stays here:
+# confirming a new firmware on trial once a reading is acknowledged.
 #
 # Messages are queued by the MQTT callback (which may run inside a publish) and handled by
 # service() from the main loop. The queue is bounded; oversized packets never get this far
@@ -114,7 +115,7 @@ class Remote:
             self.dropped = 0
         if self._check and meter.pipeline.published:
             # A reading acknowledged in the run state: a new firmware on trial has proved
-            # itself (bootslot.py). Confirmed here, in code that is always loaded: its first
+            # itself (bootslot.py). Confirmed here, in code every session loads: its first
             # boots must not depend on room for firmware/ota.py, which reports the result.
             self._check = False
             rec = self._store.read("bootslot")
