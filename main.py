@@ -86,6 +86,14 @@ def _watch(hal, ms):
 
 def main():
     try:
+        _run()
+    except Exception as e:  # the firmware could not even start: an update that fails at import
+        import bootslot
+        bootslot.reboot(e)  # does not return
+
+
+def _run():
+    try:
         micropython.alloc_emergency_exception_buf(100)  # tracebacks from interrupt handlers
     except AttributeError:
         pass  # not on the Unix port
@@ -165,8 +173,4 @@ def _save(meter, log):
     except Exception as e:
         log.error("main", "while saving state: %r", e)
 
-try:
-    main()
-except Exception as e:  # the firmware could not even start: an update that fails at import
-    import bootslot
-    bootslot.reboot(e)  # does not return
+main()
