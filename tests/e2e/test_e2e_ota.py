@@ -17,10 +17,11 @@ from conftest import TICKS_ENV
 from lab.meterhost import VirtualMeter
 
 NAME = device_name()
-# The heap: main at fa2fee6 needs 113K to boot at all (conftest.HEAP is 111K); a boot that
-# loads the firmware from an OTA slot on flash (LittleFS) leaves the heap in smaller pieces and
-# needs more (measured with this tree: 117K fails at the Supervisor's first dict growth, 120K
-# runs with 24 KB free). Until the boot's footprint is cut, these tests run at 120K.
+# The heap: conftest.HEAP (111K) boots this branch's deployed tree, but not reliably a boot that
+# loads the firmware from an OTA slot on flash (LittleFS leaves the heap in smaller pieces):
+# measured at 9f73e5c, a slot boot fails at 111K, a trial boot at 115K and runs at 113K and
+# 117K (the Supervisor's first dict growth finds no 592 bytes in one piece). Until the boot's
+# footprint is cut, these tests run at 120K: 24 KB free in the run state on a trial boot.
 OTA_HEAP = "120K"
 
 
@@ -150,19 +151,23 @@ def test_a_server_that_closes_mid_download_is_resumed(tmp_path, device_dir, sim,
     roll_out(sim, KEY, v2, "2.0.0")
     assert m.wait_for(r"ota: downloading firmware 2\.0\.0", 30), m.text()
     time.sleep(8)  # part of it on flash
+
     sim.stop()  # every connection dropped
-    t_restart = time.time()
     time.sleep(2)
     sim.start()
     assert m.wait_for(r"remote: firmware 2\.0\.0 confirmed", 180), m.text()[-3000:]
     assert sim.wait_for(lambda: current_version(sim, NAME) == "2.0.0", 30)
     # The next session went on from the next chunk, under a new request id (ThingsBoard keeps
     # a package per request id and connection): every chunk asked for once, none skipped.
-    asks = [(e["t"], e["requestId"], e["chunk"]) for e in sim.events("publish") if e.get("ota")]
-    before = [a for a in asks if a[0] < t_restart]
-    after = [a for a in asks if a[0] >= t_restart]
-    assert before and after and after[0][2] > 0 and after[0][1] != before[-1][1]
-    chunks = [c for _t, _r, c in asks]
+    asks = [(e["requestId"], e["chunk"]) for e in sim.events("publish") if e.get("ota")]
+    rids = []
+    for r, _c in asks:
+        if r not in rids:
+            rids.append(r)
+    assert len(rids) >= 2, asks
+    first_after = next(c for r, c in asks if r == rids[1])
+    assert first_after > 0, asks  # not from the start
+    chunks = [c for _r, c in asks]
     assert sorted(set(chunks)) == list(range(-(-len(v2) // 512)))
     assert len(chunks) - len(set(chunks)) <= 1  # the one in flight when the server went
 
@@ -197,7 +202,7 @@ def test_a_firmware_that_never_connects_is_rolled_back(tmp_path, device_dir, sim
     assert m.count(r"main: no PUBACK in the run state within the trial; resetting", t0) == 3
     assert _booted(m, "1.0.0", 30, t0)
     assert sim.wait_for(lambda: _failed(sim), 60), fw_states(sim, NAME)
-    assert "v2 never connects" in _failed(sim)[0]  # the last error it kept on flash
+    assert _failed(sim)[0].startswith("2.0.0 did not reach the run state with a PUBACK in 3 boots")
     assert current_version(sim, NAME) == "1.0.0"
 
 
