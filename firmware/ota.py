@@ -117,7 +117,8 @@ class Ota:
         rec = store.read(_SLOT)
         self._rec = rec if isinstance(rec, dict) else {}  # bootslot.py's record
         self.state = _IDLE
-        self._candidate = None  # the package announced: (title, version, size, checksum, algorithm)
+        self._candidate = None  # the package announced: (title,
+        # version, size, checksum, algorithm)
         self._msg = None  # a report waiting for its PUBACK: (payload, record to write after it)
         self.rid = hal.ticks_ms() % 100000  # the requestId: a new one each session
         self._len = 0  # bytes of the package on flash
@@ -169,7 +170,7 @@ class Ota:
 
     def _check(self):
         # Start or resume the download. None, or why it cannot be done.
-        title, ver, size, text, alg = self._candidate
+        title, ver, size, text, alg = self._candidate  # pyright: ignore  (set before use)
         store = self._store
         dl = store.read(_DL)
         have = _len(_PKG)
@@ -208,7 +209,7 @@ class Ota:
 
     def _head(self, index):
         # The running checksum of the index bytes on flash already: read back in small pieces.
-        title, ver, size, text, alg = self._candidate
+        title, ver, size, text, alg = self._candidate  # pyright: ignore  (set before use)
         self._st = sha256() if alg in ("SHA256",) else 0
         if index:
             buf = bytearray(_PIECE)
@@ -324,7 +325,7 @@ class Ota:
     def _parse(self):
         # The whole package against fw_checksum. The manifest and every file are checked when
         # the package is unpacked, at the next boot (bootslot.py).
-        title, ver, size, text, alg = self._candidate
+        title, ver, size, text, alg = self._candidate  # pyright: ignore  (set before use)
         if not isinstance(self._st, int):
             got = hexlify(self._st.digest()).decode()
         else:
@@ -340,7 +341,7 @@ class Ota:
         # The hand-over: bootslot.py unpacks the package into the slot that is not running at
         # the next boot, while the heap is still empty, checks every file against the manifest
         # and boots the new firmware on trial; the old slot stays as it is.
-        title, ver, size, text, alg = self._candidate
+        title, ver, size, text, alg = self._candidate  # pyright: ignore  (set before use)
         self._store.write(_SLOT, {"run": self._rec.get("run") or 0, "new": ver, "name": title,
                                   "sum": text, "size": size})
         # power cut here: the next boot applies it all the same

@@ -159,15 +159,10 @@ def test_a_server_that_closes_mid_download_is_resumed(tmp_path, device_dir, sim,
     assert sim.wait_for(lambda: current_version(sim, NAME) == "2.0.0", 30)
     # The next session went on from the next chunk, under a new request id (ThingsBoard keeps
     # a package per request id and connection): every chunk asked for once, none skipped.
-    asks = [(e["requestId"], e["chunk"]) for e in sim.events("publish") if e.get("ota")]
-    rids = []
-    for r, _c in asks:
-        if r not in rids:
-            rids.append(r)
-    assert len(rids) >= 2, asks
-    first_after = next(c for r, c in asks if r == rids[1])
-    assert first_after > 0, asks  # not from the start
-    chunks = [c for _r, c in asks]
+    text = m.text()
+    assert text.index("connection lost") < text.index("ota: firmware 2.0.0 verified")
+    assert m.count(r"ota: downloading firmware 2\.0\.0") == 1  # never from the start again
+    chunks = [e["chunk"] for e in sim.events("publish") if e.get("ota")]
     assert sorted(set(chunks)) == list(range(-(-len(v2) // 512)))
     assert len(chunks) - len(set(chunks)) <= 1  # the one in flight when the server went
 
@@ -233,3 +228,38 @@ def test_power_cuts_through_download_switch_and_first_boot(tmp_path, device_dir,
     assert sim.wait_for(lambda: len([e for e in sim.telemetry(NAME) if "pulses" in e["values"]])
                         > n, 60)
     print("power cuts: %d, ended on %s, states %s" % (cuts, ver, [s for s, _e in fw_states(sim, NAME)]))
+
+
+@pytest.mark.parametrize("seed", [7, 29])
+def test_power_cuts_at_the_switch_and_the_first_boots(tmp_path, device_dir, sim, meters, seed):
+    """Cuts aimed at the hand-over: right after VERIFIED (the record says "new"), during the
+    unpacking at boot, and during the trial boots. Ends on v2 confirmed, or on v1 with FAILED
+    (cuts can use up the trial's boots); reporting either way."""
+    import random
+    rnd = random.Random(seed)
+    v2 = package(make_tree(str(tmp_path / "v2"), device_dir, "2.0.0"), "2.0.0")
+    m = _running_v1(tmp_path, device_dir, sim, meters)
+    roll_out(sim, KEY, v2, "2.0.0")
+    assert m.wait_for(r"ota: firmware 2\.0\.0 verified", 120), m.text()[-3000:]
+    cuts = 0
+    for _ in range(3):  # the hand-over record, then the unpacking at boot
+        time.sleep(rnd.uniform(0, 0.4))
+        m.power_cut()
+        cuts += 1
+        m.power_on()
+    t = time.time()
+    if m.wait_for(r"bootslot: firmware 2\.0\.0 unpacked", 30, t - 5):
+        for _ in range(2):  # the first boots on trial
+            time.sleep(rnd.uniform(0.1, 1.5))
+            m.power_cut()
+            cuts += 1
+            m.power_on()
+    t_end = time.time()
+    done = lambda: ("UPDATED", None) in fw_states(sim, NAME) or _failed(sim)  # noqa: E731
+    assert sim.wait_for(done, 240), (fw_states(sim, NAME), m.text(t_end)[-3000:])
+    ver = "2.0.0" if ("UPDATED", None) in fw_states(sim, NAME) else "1.0.0"
+    assert sim.wait_for(lambda: current_version(sim, NAME) == ver, 60)
+    n = len([e for e in sim.telemetry(NAME) if "pulses" in e["values"]])
+    assert sim.wait_for(lambda: len([e for e in sim.telemetry(NAME) if "pulses" in e["values"]])
+                        > n, 60)
+    print("cuts at the switch: %d, ended on %s" % (cuts, ver))
