@@ -125,7 +125,10 @@ class Ota:
         self._st = None  # the running checksum: a SHA-256 object, or the CRC32 as an int
         self._since = None  # when the chunk being waited for was asked for
         self._count = 0  # asks for that chunk
-        self._next_ms = 0  # the next chunk request may go from then on
+        # The next chunk request may go from then on. Not 0: ticks are not a count from 0 (on
+        # the ESP32 they wrap every 2**30 ms, and a ticks_diff against 0 can read "in 12 days"),
+        # which held the first request of each session back until the wrap.
+        self._next_ms = hal.ticks_ms()
 
     # --- what the platform says --------------------------------------------------------------
 

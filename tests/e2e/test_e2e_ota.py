@@ -145,9 +145,6 @@ def test_an_unknown_checksum_algorithm_and_a_package_too_large_fail(tmp_path, de
     assert current_version(sim, NAME) == "1.0.0"
 
 
-@pytest.mark.xfail(strict=True, reason="open defect: on the Unix port the download starts again "
-                   "from chunk 0 after a dropped session or a power cut (the CPython harness "
-                   "resumes: tests/unit/test_ota.py); the cause is not found yet")
 def test_a_server_that_closes_mid_download_is_resumed(tmp_path, device_dir, sim, meters):
     v2 = package(make_tree(str(tmp_path / "v2"), device_dir, "2.0.0"), "2.0.0")
     m = _running_v1(tmp_path, device_dir, sim, meters)
