@@ -61,25 +61,29 @@ def _hal():
     return Hal()
 
 
-def _watch(hal, ms):
+def _check(hal, ms):
     # A new firmware on trial (bootslot.py) has ms to reach the run state and get a PUBACK
     # (firmware/remote.py then drops "tries" from the record); if not, it is reset, and its
     # boots run out. Checked at each watchdog feed, by this file: not by the firmware on trial,
-    # which may boot and never connect.
-    feed, t0 = hal.wdt_feed, hal.ticks_ms()
+    # which may boot and never connect. Once, at the deadline: the link keeps this feed
+    # (firmware/wiring.py), so after it the check costs one comparison. (Names here are ones
+    # the firmware interns anyway: main.py is compiled at every boot, each name for good.)
+    _feed, ms = hal.wdt_feed, hal.ticks_add(hal.ticks_ms(), ms)
 
     def wdt_feed():
-        if hal.ticks_diff(hal.ticks_ms(), t0) >= ms:
+        nonlocal ms
+        if ms is not None and hal.ticks_diff(hal.ticks_ms(), ms) >= 0:
+            ms = None
             try:
                 with open("state/bootslot.json", "rb") as f:
-                    on_trial = b'"tries"' in f.read(1024)
+                    tries = b'"tries"' in f.read(1024)
             except OSError:
-                on_trial = False
-            if on_trial:
+                tries = False
+            if tries:
                 print("main: no PUBACK in the run state within the trial; resetting")
                 hal.reset()
-            hal.wdt_feed = feed  # proved itself: the plain feed from now on
-        feed()
+            hal.wdt_feed = _feed  # proved itself: the plain feed from now on
+        _feed()
 
     hal.wdt_feed = wdt_feed
 
@@ -104,11 +108,11 @@ def _run():
     import bootslot
     # The firmware tree this boot runs, maybe an OTA slot (bootslot.py), with the slot's HAL on
     # a board; the Unix port keeps the HAL that mounted its simulated flash.
-    hal, trial_ms = bootslot.run(hal, _hal if sys.platform == "esp32" else None)
+    hal, ms = bootslot.run(hal, _hal if sys.platform == "esp32" else None)
     del bootslot  # boot-only
     gc.collect()  # its garbage (a slot boot reads the record) before the firmware loads
-    if trial_ms:
-        _watch(hal, trial_ms)
+    if ms:  # the trial's ms
+        _check(hal, ms)
     from firmware import crashes
     from firmware.log import Log
     from firmware.store import Store

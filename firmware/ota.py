@@ -295,15 +295,15 @@ class Ota:
             self._set(meter, link)
         return s == _IDLE
 
-    def _show(self, rec):
-        # The last update's result: confirmed by remote.py (UPDATED), or given up by
-        # bootslot.py (FAILED: rolled back, or the package could not be unpacked).
-        if "done" in rec:
-            self._emit(_UPDATED, {"run": rec.get("run")})
+    def _show(self, obj):
+        # The last update's result (obj: bootslot.py's record): confirmed by remote.py
+        # (UPDATED), or given up by bootslot.py (FAILED: rolled back, or not unpacked).
+        if "done" in obj:
+            self._emit(_UPDATED, {"run": obj.get("run")})
             return
-        self._log.error("ota", "firmware update failed: %s", rec["reason"])
-        self._msg = ((_FAILED % json.dumps(rec["reason"])).encode(),
-                     {"run": rec.get("run"), "stop": rec.get("stop")})
+        self._log.error("ota", "firmware update failed: %s", obj["reason"])
+        self._msg = ((_FAILED % json.dumps(obj["reason"])).encode(),
+                     {"run": obj.get("run"), "stop": obj.get("stop")})
 
     def _read(self, meter, link):
         # Ask for the next chunk, paced, readings first; ask again when none came.
