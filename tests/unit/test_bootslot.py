@@ -6,6 +6,7 @@ import binascii
 import hashlib
 import json
 import os
+import shutil
 
 import pytest
 
@@ -131,3 +132,92 @@ def test_a_manifest_naming_a_file_outside_the_slot_is_refused(tmp_path):
         bootslot.start(bootslot.read())
     assert "not allowed" in bootslot.read()["reason"]
     assert not os.path.exists("main.mpy") and not os.path.exists("ota/main.mpy")
+
+
+class PowerCut(BaseException):
+    """Not an Exception: nothing in bootslot.py may catch a power cut and carry on."""
+
+
+class _CutFlash:
+    """bootslot.py's open() and os.rename(), with a power cut at the k-th write or rename: the
+    write stops half-way (worse than LittleFS, which keeps an unclosed file as it was), the
+    rename does not happen."""
+
+    _rename = staticmethod(os.rename)
+
+    def __init__(self, k):
+        self.k, self.n = k, 0
+
+    def _event(self):
+        self.n += 1
+        return self.n == self.k
+
+    def open(self, path, mode="r"):
+        f = open(path, mode)
+        if "w" not in mode and "+" not in mode:
+            return f
+        cut = self
+
+        class File:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                f.close()
+
+            def write(self, data):
+                if cut._event():
+                    f.write(bytes(data[:len(data) // 2]))
+                    f.close()
+                    raise PowerCut()
+                return f.write(data)
+
+        return File()
+
+    def rename(self, a, b):
+        if self._event():
+            raise PowerCut()
+        self._rename(a, b)
+
+
+@pytest.mark.parametrize("proves", [True, False])
+def test_a_power_cut_at_any_write_never_keeps_the_meter_from_booting_nor_loses_the_verdict(
+        tmp_path, monkeypatch, proves):
+    # The whole life of an update at boot (unpacking, the switch, the trial boots, the
+    # confirmation or the rollback), cut at each of its writes in turn, then booted until it
+    # settles: every boot runs a tree that is there, and the end is the new firmware
+    # confirmed, or the old one with the reason to report (FAILED), never neither.
+    data = ota_package.pack(_tree(tmp_path, FILES), "meter-firmware", "2.0")
+    flash = os.getcwd()
+    k, cut_seen = 0, True
+    while cut_seen:
+        k += 1
+        os.chdir(flash)
+        for d in ("ota", "state"):
+            shutil.rmtree(d, ignore_errors=True)
+        _stage(data)
+        cut = _CutFlash(k)
+        monkeypatch.setattr(bootslot, "open", cut.open, raising=False)
+        monkeypatch.setattr(bootslot.os, "rename", cut.rename)
+        cut_seen = False
+        for boot in range(12):
+            try:
+                slot = bootslot.start(bootslot.read())
+                assert slot in (0, 1, 2)
+                if slot:
+                    assert os.path.exists("ota/%d/firmware/__init__.mpy" % slot), (k, boot)
+                rec = bootslot.read()
+                if proves and slot and isinstance(rec.get("tries"), int):
+                    bootslot.write({"run": slot, "done": rec["version"]})  # firmware/remote.py
+            except SystemExit:
+                continue  # unpacked (or refused): the reset
+            except PowerCut:
+                cut_seen = True
+        monkeypatch.setattr(bootslot.os, "rename", _CutFlash._rename)
+        rec = bootslot.read()
+        if proves:
+            assert rec == {"run": 1, "done": "2.0"}, (k, rec)
+        else:
+            assert rec is not None and rec["run"] == 0 and "reason" in rec, (k, rec)
+            assert rec["stop"] == hashlib.sha256(data).hexdigest()
+    assert k > 10  # the cuts did reach the unpacking, the switch and the trial boots
