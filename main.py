@@ -53,24 +53,72 @@ def build(hal, log, store, payload):
     return meter
 
 
+def _hal():
+    if sys.platform == "esp32":
+        from firmware.hal.esp32 import Hal
+    else:
+        from firmware.hal.unix import Hal
+    return Hal()
+
+
+def _check(hal, ms):
+    # A new firmware on trial (bootslot.py) has ms to reach the run state and get a PUBACK
+    # (firmware/remote.py then drops "tries" from the record); if not, it is reset, and its
+    # boots run out. Checked at each watchdog feed, by this file: not by the firmware on trial,
+    # which may boot and never connect. Once, at the deadline: the link keeps this feed
+    # (firmware/wiring.py), so after it the check costs one comparison. (Names here are ones
+    # the firmware interns anyway: main.py is compiled at every boot, each name for good.)
+    _feed, ms = hal.wdt_feed, hal.ticks_add(hal.ticks_ms(), ms)
+
+    def wdt_feed():
+        nonlocal ms
+        if ms is not None and hal.ticks_diff(hal.ticks_ms(), ms) >= 0:
+            ms = None
+            try:
+                with open("state/bootslot.json", "rb") as f:
+                    tries = b'"tries"' in f.read(1024)
+            except OSError:
+                tries = False
+            if tries:
+                print("main: no PUBACK in the run state within the trial; resetting")
+                hal.reset()
+            hal.wdt_feed = _feed  # proved itself: the plain feed from now on
+        _feed()
+
+    hal.wdt_feed = wdt_feed
+
+
 def main():
+    try:
+        _run()
+    except Exception as e:  # the firmware could not even start: an update that fails at import
+        import bootslot
+        bootslot.reboot(e)  # does not return
+
+
+def _run():
     try:
         micropython.alloc_emergency_exception_buf(100)  # tracebacks from interrupt handlers
     except AttributeError:
         pass  # not on the Unix port
     import gc
+
+    hal = _hal()
+    hal.mount()
+    import bootslot
+    # The firmware tree this boot runs, maybe an OTA slot (bootslot.py), with the slot's HAL on
+    # a board; the Unix port keeps the HAL that mounted its simulated flash.
+    hal, ms = bootslot.run(hal, _hal if sys.platform == "esp32" else None)
+    del bootslot  # boot-only
+    gc.collect()  # its garbage (a slot boot reads the record) before the firmware loads
+    if ms:  # the trial's ms
+        _check(hal, ms)
     from firmware import crashes
     from firmware.log import Log
     from firmware.store import Store
     from firmware.telemetry import Payload
     from firmware import version
 
-    if sys.platform == "esp32":
-        from firmware.hal.esp32 import Hal
-    else:
-        from firmware.hal.unix import Hal
-    hal = Hal()
-    hal.mount()
     # The largest long-lived buffer first, while the heap is still in one piece.
     payload = Payload()
     log = Log(hal.ticks_ms)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from bench import alloctrace, breakdown, flash, heap, hour, isr, loss, power, report, timing, wire
+from bench import alloctrace, breakdown, flash, heap, hour, isr, loss, ota, power, report, timing, wire
 from bench.rig import Rig, together
 from bench.settings import FULL, SMOKE
 from bench.trees import build_trees
@@ -72,6 +72,7 @@ def run(s, out_path, keep=False, log=print, build_dir=None):
     parts = [("isr_alloc", lambda: isr.isr_alloc(trees)),
              ("heap", lambda: _both(lambda k: heap.heap_figures(rig, k, s))),
              ("boot_times", lambda: timing.boot_times(rig, s)),
+             ("ota", lambda: ota.ota_figures(rig, s)),
              ("power", lambda: power.power_accuracy(rig, s)),
              ("pulse_loss", lambda: loss.pulse_loss(rig, s)),
              ("heap_breakdown", lambda: _detail(detail, "breakdown",

@@ -48,6 +48,10 @@ ROWS = (
     ("flash_programs_per_hour", "  flash block programs per hour"),
     ("flash_erases_per_hour", "  flash block erases per hour"),
     ("flash_erases_per_1000_writes", "  flash block erases per 1000 file writes"),
+    ("ota_download_s_per_100kb", "OTA download time per 100 KB (readings meanwhile)"),
+    ("ota_wire_bytes_per_100kb", "  wire bytes per 100 KB of package, readings included"),
+    ("ota_heap_free_min_bytes", "  lowest free heap during it, 117 KB heap"),
+    ("ota_package_bytes", "  the package downloaded"),
     ("max_pulses_lost_on_power_cut", "max pulses lost on a power cut, 1 pulse/s"),
     ("power_cut_lost_pulses", "  lost by the SIGKILL at the worst moment"),
 )

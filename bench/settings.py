@@ -28,6 +28,7 @@ class Settings:
     wear_writes: int = 3000  # file writes repeated to count erases per write
     wire_messages: int = 10
     outage_s: float = 84  # 42 readings at 2 s: two full backlog messages and a remainder
+    ota_kb: int = 0  # the OTA package downloaded: 0 the whole device tree's, else its first N KB
 
 
 FULL = Settings("full", parallel=False)
@@ -38,4 +39,5 @@ SMOKE = Settings("smoke", parallel=True, steady_after=2, cycles=2, heap_parallel
                  bounce_rates=[17],
                  loss_stalls=[0.5], loss_window_s=5,
                  flash_cfg={"publish_interval_s": 10, "persist_interval_s": 10},
-                 flash_window_s=20, flash_period_s=10, wear_writes=300, wire_messages=3, outage_s=0)
+                 flash_window_s=20, flash_period_s=10, wear_writes=300, wire_messages=3, outage_s=0,
+                 ota_kb=16)

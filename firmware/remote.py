@@ -22,6 +22,11 @@
 # one action, which a new request serves.
 # Shared attribute: publish_interval_s (2..86400 s), applied until the next reset; pushed on
 # v1/devices/me/attributes and fetched once per connection with an attribute request.
+# Firmware updates (OTA): the fw_* shared attributes, fetched with it, and the v2/fw/ topics go
+# to firmware/ota.py, loaded only when they announce another firmware (or bootslot.py's record
+# holds a result to report) and unloaded when done or when the session ends (an update in
+# progress resumes from flash in the next one). What must not wait for room for it stays here:
+# confirming a new firmware on trial once a reading is acknowledged.
 #
 # Messages are queued by the MQTT callback (which may run inside a publish) and handled by
 # service() from the main loop. The queue is bounded; oversized packets never get this far
@@ -36,7 +41,7 @@ import json
 
 from micropython import const
 
-from firmware import credentials, version
+from firmware import credentials, unload, version
 from firmware.link import LinkError
 
 _RPC_FILTER = const(b"v1/devices/me/rpc/request/+")
@@ -50,6 +55,10 @@ _INBOX = const(4)
 _ACTED = const("rpc")  # record: {"rid": "<request id>", "method": "reboot" | "reprovision"}
 _ACTING = const(("reboot", "reprovision"))
 _REPEAT_MS = const(60000)  # redeliveries come in the burst after SUBSCRIBE: generous
+_SHARED_KEYS = const(b'{"sharedKeys":"publish_interval_s,fw_title,fw_version,fw_size,fw_checksum,'
+                     b'fw_checksum_algorithm"}')
+_FW_VERSION = const("fw_version")
+_FW_TOPICS = const(b"v2/fw/")
 
 
 class Remote:
@@ -62,6 +71,8 @@ class Remote:
         # keeps it between sessions (this module is loaded for each session only).
         self._acted = False
         self._since = None  # ticks_ms of this session's first service(), or of the last action
+        self.ota = None  # firmware/ota.py's Ota while an update needs it
+        self._check = False  # bootslot.py's record, to look at once a reading is acknowledged
 
     def on_connect(self, link):
         """Subscribe and ask for the current shared attribute. False when refused."""
@@ -72,7 +83,10 @@ class Remote:
         if not link.subscribe(_RPC_FILTER, 1) or not link.subscribe(_ATTR_TOPIC, 1):
             self._log.warn("remote", "the server refused a subscription")
             return False
-        link.publish(_ATTR_REQUEST, b'{"sharedKeys":"publish_interval_s"}', 0)
+        if self.ota is not None:
+            self.ota.on_connect()
+        self._check = self._store is not None
+        link.publish(_ATTR_REQUEST, _SHARED_KEYS, 0)
         return True
 
     def on_message(self, topic, msg):
@@ -99,9 +113,38 @@ class Remote:
         if self.dropped:
             self._log.warn("remote", "%d messages dropped: more than %d waiting", self.dropped, _INBOX)
             self.dropped = 0
+        if self._check and meter.pipeline.published:
+            # A reading acknowledged in the run state: a new firmware on trial has proved
+            # itself (bootslot.py). Confirmed here, in code every session loads: its first
+            # boots must not depend on room for firmware/ota.py, which reports the result.
+            self._check = False
+            rec = self._store.read("bootslot")
+            if isinstance(rec, dict) and "tries" in rec and rec.get("version") == version.VERSION:
+                rec = {"run": rec.get("run"), "done": version.VERSION}
+                self._store.write("bootslot", rec)
+                self._log.info("remote", "firmware %s confirmed", version.VERSION)
+            if isinstance(rec, dict) and ("done" in rec or "reason" in rec):
+                self.firmware(meter)  # UPDATED, or FAILED after a rollback
         while self._inbox and link.connected:  # a reprovision closes the session
             topic, msg = self._inbox.pop(0)
             handle(meter, link, self._log, topic, msg, self)
+        if self.ota is not None and link.connected and self.ota.service(meter, link):
+            self.ota = None
+            unload("ota")
+
+    def firmware(self, meter):
+        """firmware/ota.py's Ota, loaded if need be; None when the heap has no room for it (the
+        next connection's announcement tries again)."""
+        if self.ota is None and self._store is not None:
+            try:
+                import gc
+                gc.collect()  # the room garbage holds, before the import needs it
+                from firmware.ota import Ota
+                self.ota = Ota(self._store, self._log, meter.hal)
+            except MemoryError:
+                unload("ota")
+                self._log.warn("remote", "no room for the firmware update now")
+        return self.ota
 
 
 def _parse(msg):
@@ -115,11 +158,14 @@ def handle(meter, link, log, topic, msg, remote=None):
     if topic.startswith(_RPC_PREFIX):
         _rpc(meter, link, log, topic[len(_RPC_PREFIX):], msg, remote)
     elif topic == _ATTR_TOPIC:
-        _shared(meter, log, _parse(msg), "pushed")
+        _shared(meter, log, _parse(msg), "pushed by the platform")
     elif topic == _ATTR_RESPONSE:
         # {"shared": {...}}; a section with nothing in it is omitted, {} is "nothing set"
         body = _parse(msg)
-        _shared(meter, log, body.get("shared", {}) if isinstance(body, dict) else body, "fetched")
+        _shared(meter, log, body.get("shared", {}) if isinstance(body, dict) else body,
+                "fetched at connect")
+    elif topic.startswith(_FW_TOPICS) and meter.remote.ota is not None:
+        meter.remote.ota.on_message(topic, msg)
     else:
         log.warn("remote", "message on unexpected topic ignored")
 
@@ -188,10 +234,15 @@ def _reply(link, rid, body):
 
 # --- shared attributes ---------------------------------------------------------------------------
 
-def _shared(meter, log, attrs, how):
+def _shared(meter, log, attrs, what):
     if not isinstance(attrs, dict):
-        log.warn("remote", "shared attributes %s: not a JSON object; ignored", how)
+        log.warn("remote", "shared attributes %s: not a JSON object; ignored", what)
         return
+    ver = attrs.get(_FW_VERSION)
+    if meter.remote.ota is not None or ver is not None and ver != version.VERSION:
+        ota = meter.remote.firmware(meter)  # another firmware announced (firmware/ota.py)
+        if ota is not None:
+            ota.update(attrs)
     if _INTERVAL_KEY not in attrs:
         return  # other shared attributes are not the meter's business
     v = attrs[_INTERVAL_KEY]
@@ -201,5 +252,5 @@ def _shared(meter, log, attrs, how):
         return
     pipeline = meter.pipeline
     if v != pipeline.interval_s:
-        log.info("remote", "publish interval %d s (shared attribute, %s)", v, how)
+        log.info("remote", "publish interval %d s (shared attribute, %s)", v, what)
         pipeline.set_interval(v)

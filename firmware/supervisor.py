@@ -352,7 +352,7 @@ class Supervisor:
         if r is not None:
             self._acted = r._acted  # the RPC acted on: a resend next session is not acted on
             self.remote = None
-            unload("remote")
+            unload("remote", "ota")  # ota: an update in progress resumes from flash next session
 
     def _lost(self, why):
         self.link.close(graceful=False)

@@ -149,6 +149,9 @@ def sources(board=False, version_src=None):
                     if version_src is not None and key == VERSION_MODULE:
                         src = version_src
                     out.append((src, dst))
+    # The boot loader's slot choice (OTA) sits beside main.py, outside the firmware package that
+    # an update replaces.
+    out.append((os.path.join(ROOT, "bootslot.py"), "bootslot"))
     return out
 
 
@@ -205,7 +208,7 @@ def package_json():
     checkout, where package.json is written). umqtt.simple is not listed: the pinned ESP32
     release has it frozen in."""
     version_src, (_title, version) = stamp()
-    urls = [[f, f] for f in ("main.py", "boot.py")]
+    urls = [[f, f] for f in ("main.py", "boot.py", "bootslot.py")]
     for src, rel in sorted(sources(board=True, version_src=version_src), key=lambda p: p[1]):
         path = rel.replace(os.sep, "/") + ".py"
         if path.startswith("firmware/"):

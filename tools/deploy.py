@@ -95,7 +95,7 @@ def check_ca(path):
 def device_files(tree, skip_firmware=False):
     """(local path, path on the board) for the code in a built device tree."""
     out = []
-    for name in ("boot.py", "main.py"):
+    for name in ("boot.py", "main.py", "bootslot.mpy"):  # never frozen: bootslot.py says why
         out.append((os.path.join(tree, name), name))
     if not skip_firmware:
         for dirpath, _dirs, files in sorted(os.walk(os.path.join(tree, "firmware"))):
@@ -411,7 +411,9 @@ def deploy(port, config_path, ca=None, march="xtensawin", frozen=False, reset=Tr
     dirs = sorted({"/".join(d.split("/")[:i + 1]) for d in dirs
                    for i in range(d.count("/") + 1)})
     gone = [s for s in shadows if s in info.get("exists", [])]
-    args = ["exec", _PREPARE % (json.dumps(dirs), json.dumps(gone))]
+    # The firmware deployed now is the one that runs: an OTA slot record (bootslot.py) from an
+    # update over the air would keep booting the slot instead.
+    args = ["exec", _PREPARE % (json.dumps(dirs), json.dumps(gone + ["state/bootslot.json"]))]
     for local, remote in files:
         args += ["+", "fs", "cp", local, ":" + remote]
     if start is not None:

@@ -51,6 +51,15 @@ def test_every_figure_is_a_number_and_none_is_missing(results):
     assert results["meta"]["machine"] and results["meta"]["micropython"]
 
 
+def test_the_ota_download_has_its_figures(results):
+    r = results["firmware"]
+    assert r["ota_package_bytes"] == 16 * 1024  # bench/settings.py SMOKE ota_kb
+    assert r["ota_download_s_per_100kb"] > 0
+    # Both ways, readings included: at least the package itself.
+    assert r["ota_wire_bytes_per_100kb"] > 100 * 1024
+    assert 0 < r["ota_heap_free_min_bytes"] < 117 * 1024
+
+
 def test_interrupt_handlers_allocate_nothing_and_energy_is_exact(results):
     for kind in ("firmware", "baseline"):
         assert results[kind]["isr_alloc_bytes"] == 0

@@ -262,7 +262,9 @@ def test_make_build_package_json_lets_mip_install_from_the_checkout(board):
     targets = {t for t, _src in pkg["urls"]}
     srcs = {rel.replace(os.sep, "/") + ".py" for _s, rel in build_device.sources(board=True)
             if rel.startswith("firmware")}
-    assert targets == srcs | {"main.py", "boot.py"} and "firmware/hal/unix.py" not in targets
+    # bootslot.py: the boot loader beside main.py, outside the package an OTA update replaces
+    assert targets == srcs | {"main.py", "boot.py", "bootslot.py"}
+    assert "firmware/hal/unix.py" not in targets
     r = run([MPREMOTE, "connect", board.port, "mip", "install", "--target", ".",
              os.path.join(ROOT, "package.json")])
     assert r.returncode == 0, r.stdout + r.stderr

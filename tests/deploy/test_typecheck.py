@@ -34,7 +34,7 @@ def tree_copy(tmp_path):
     d.mkdir()
     shutil.copytree(os.path.join(ROOT, "firmware"), d / "firmware",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    for f in ("main.py", "boot.py", CONFIG):
+    for f in ("main.py", "boot.py", "bootslot.py", CONFIG):
         shutil.copy(os.path.join(ROOT, f), d / f)
     os.symlink(os.path.join(ROOT, "typings"), d / "typings")
     return d

@@ -35,12 +35,14 @@ def replies(rig, rid):
             if t == "v1/devices/me/rpc/response/%s" % rid]
 
 
-def test_subscribes_to_rpc_and_attributes_and_fetches_the_shared_attribute():
+def test_subscribes_to_rpc_and_attributes_and_fetches_the_shared_attributes():
     rig = running_rig()
     s = rig.broker.sessions[-1]
     assert b"v1/devices/me/rpc/request/+" in s.subscribed and b"v1/devices/me/attributes" in s.subscribed
     reqs = [p for (_c, _u, t, p, _q) in rig.broker.published if t == "v1/devices/me/attributes/request/1"]
-    assert reqs == [b'{"sharedKeys":"publish_interval_s"}']
+    # The meter's own shared attribute and the ones ThingsBoard announces a firmware with.
+    assert reqs == [b'{"sharedKeys":"publish_interval_s,fw_title,fw_version,fw_size,fw_checksum,'
+                    b'fw_checksum_algorithm"}']
 
 
 def test_status_rpc_reports_state_without_secrets():

@@ -5,6 +5,7 @@
 
 import micropython
 
+import bootslot  # noqa: F401
 import firmware.attributes  # noqa: F401
 import firmware.backlog  # noqa: F401
 import firmware.backlog_flash  # noqa: F401
@@ -19,6 +20,7 @@ import firmware.gesture  # noqa: F401
 import firmware.hal.unix  # noqa: F401  (not hal/unix_faults: only the flash-fault tests load it)
 import firmware.link  # noqa: F401
 import firmware.log  # noqa: F401
+import firmware.ota  # noqa: F401
 import firmware.supervisor  # noqa: F401
 import firmware.pipeline  # noqa: F401
 import firmware.clock  # noqa: F401
