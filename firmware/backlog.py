@@ -77,7 +77,11 @@ class Backlog:
     # --- queue interface (firmware/readings.py) ------------------------------------------------
 
     def __len__(self):
-        return sum(c for _s, c in self._files) - self._offset + len(self._ram)
+        # Asked at every main-loop step (the pipeline): with no chunk on flash, the usual case,
+        # no generator is made (192 bytes of garbage a step).
+        if not self._files:
+            return len(self._ram)
+        return self.flash_points() + len(self._ram)
 
     def flash_points(self):
         return sum(c for _s, c in self._files) - self._offset

@@ -152,7 +152,10 @@ class _Net:
             raise OSError(_ETIMEDOUT)
         if mask == _POLLOUT:
             self._poll.modify(self._s, mask)
-        self._poll.poll(left)
+        # ipoll, not poll: poll() makes a new list at every wait (every PUBACK awaited); ipoll
+        # reuses one result tuple.
+        for _ in self._poll.ipoll(left):
+            break
         if mask == _POLLOUT:
             self._poll.modify(self._s, _POLLIN)
         return True

@@ -199,7 +199,9 @@ def energy_parts(index, per_kwh):
     while c % 5 == 0:
         c //= 5
         fives += 1
-    whole, rem = divmod(index, per_kwh)
+    # // and - rather than divmod(), whose result tuple would be garbage at every reading.
+    whole = index // per_kwh
+    rem = index - whole * per_kwh
     if c == 1:
         places += twos if twos > fives else fives
         # per_kwh divides 10**places: the fraction is rem scaled, exactly.
@@ -207,7 +209,9 @@ def energy_parts(index, per_kwh):
     # Long division, one digit at a time: rem * 10 < per_kwh * 10 throughout.
     frac = 0
     for _ in range(9):
-        d, rem = divmod(rem * 10, per_kwh)
+        rem *= 10
+        d = rem // per_kwh
+        rem -= d * per_kwh
         frac = frac * 10 + d
     if 2 * rem >= per_kwh:  # round half up, as (index * 10**9 + per_kwh // 2) // per_kwh
         frac += 1

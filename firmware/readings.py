@@ -6,9 +6,15 @@ from array import array
 
 class ReadingQueue:
     def __init__(self, capacity):
-        # 'q': epoch milliseconds need 41 bits; preallocated so pushing allocates nothing.
-        self._ts = array("q", [0] * capacity)
-        self._index = array("q", [0] * capacity)
+        # Preallocated, so pushing allocates nothing. Epoch milliseconds need 41 bits: 'q'
+        # holds them on every port, but MicroPython reads a 'q' item back as a big int whatever
+        # its value (py/objint_mpz.c, mp_obj_new_int_from_ll): 64 bytes of garbage per field
+        # and reading on the 64-bit port, and more for each sum made with it. Where a C long
+        # has 64 bits (the Unix port) 'l' holds them and reads back as a small int; on the
+        # ESP32 (32-bit long) 'q' stays, and a timestamp is a big int there anyway (> 2**30).
+        wide = "l" if len(bytes(array("l", [0]))) == 8 else "q"
+        self._ts = array(wide, [0] * capacity)
+        self._index = array(wide, [0] * capacity)
         self._power = array("l", [0] * capacity)
         self._cap = capacity
         self._head = 0  # oldest

@@ -165,7 +165,9 @@ class Supervisor:
         if self.state == RUN:
             self._run(now)
         # Re-synced every ntp_interval_s, in the run state and while waiting for the server.
-        if self.state not in (WIFI, TIME) and clock.sync_due() and hal.wifi_connected():
+        # (Two comparisons, not `not in (WIFI, TIME)`: that tuple would be built every step.)
+        if self.state != WIFI and self.state != TIME and clock.sync_due() and \
+                hal.wifi_connected():
             clock.sync()
 
     def _goto(self, state, delay_ms=0):

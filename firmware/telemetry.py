@@ -8,6 +8,8 @@
 # Keys: energy_kwh (running total, never a delta: a lost message loses no energy),
 # power_w, pulses (the raw index, exact for audits). Health goes in its own message.
 
+import sys
+
 from micropython import const
 
 from firmware.pulses import energy_parts
@@ -15,26 +17,56 @@ from firmware.pulses import energy_parts
 TOPIC = b"v1/devices/me/telemetry"
 
 
-def _values(index, power_dw, per_kwh):
-    whole, frac, places = energy_parts(index, per_kwh)
-    if places:
-        return b'{"energy_kwh":%d.%0*d,"power_w":%d.%d,"pulses":%d}' % (
-            whole, places, frac, power_dw // 10, power_dw % 10, index)
-    return b'{"energy_kwh":%d,"power_w":%d.%d,"pulses":%d}' % (
-        whole, power_dw // 10, power_dw % 10, index)
+def _put(buf, n, text):
+    # Text into the buffer at n; returns where it ends. A slice assignment from bytes
+    # allocates nothing, but one reaching past the end would grow the buffer (CPython and
+    # MicroPython alike): refused as a single byte past the end is.
+    k = n + len(text)
+    if k > len(buf):
+        raise IndexError
+    buf[n:k] = text
+    return k
 
 
 class Payload:
     """A telemetry message built in a buffer allocated once, at boot.
 
     A batch of readings is ~2 KB; building it as one string (join, then encode) needs two
-    such blocks contiguous on a heap that fragments over days. Here each reading is formatted
-    in two short pieces (its timestamp, its values: each well under 100 bytes) and copied in;
-    nothing larger is ever requested."""
+    such blocks contiguous on a heap that fragments over days. Here each reading's text is
+    written straight into the buffer, number by number (digits()): nothing larger than a
+    timestamp's digits is ever requested, and on the 64-bit port nothing at all."""
 
     def __init__(self, size=2560):
         self._buf = bytearray(size)
         self._mv = memoryview(self._buf)
+        # The largest small int of this port: 2**30 - 1 on a 32-bit one (the ESP32), 2**62 - 1
+        # on a 64-bit one (MICROPY_OBJ_REPR_A). Larger ones are big ints (CPython: all alike).
+        # (The name _cap: an interned name already, MicroPython keeps every name for good.)
+        self._cap = (1 << 30) - 1 if sys.maxsize < 1 << 32 else (1 << 62) - 1
+
+    def digits(self, n, v, size=1):
+        # The decimal digits of v >= 0 into the buffer at n, at least `size` of them (leading
+        # zeros); returns where they end (IndexError past the end). Integer steps on small
+        # ints allocate nothing, where b"%d" % v makes a bytes object and an argument tuple
+        # per number (make bench: the allocations per publishing step). A big int (a timestamp
+        # on the ESP32) would allocate at every step: formatted once instead.
+        buf = self._buf
+        if v > self._cap:
+            return _put(buf, n, b"%0*d" % (size, v))
+        end = n
+        t = v
+        while True:
+            end += 1
+            size -= 1
+            t //= 10
+            if not t and size <= 0:
+                break
+        k = end
+        while k > n:
+            k -= 1
+            buf[k] = 0x30 + v % 10
+            v //= 10
+        return end
 
     def batch(self, readings, per_kwh):
         """Fill the buffer with readings (one object, or an array of them). Returns
@@ -44,22 +76,40 @@ class Payload:
         if not single:
             buf[0] = 0x5B  # [
             n = 1
-        for r in readings:
-            head = b'{"ts":%d,"values":' % r[0] if r[0] else b""
-            body = _values(r[1], r[2], per_kwh)
-            k = len(head) + len(body)
-            if n + k + 3 > len(buf):  # the reading, a comma, a closing brace and bracket
+        end = len(buf) - 1  # room kept for the closing bracket
+        for ts, index, power_dw in readings:
+            # The reading's JSON object, written after where a comma would go; one that does
+            # not fit (IndexError) is left past n, never sent.
+            k = n + 1 if used else n
+            try:
+                if ts:
+                    k = _put(buf, k, b'{"ts":')
+                    k = self.digits(k, ts)
+                    k = _put(buf, k, b',"values":')
+                whole, frac, places = energy_parts(index, per_kwh)
+                k = _put(buf, k, b'{"energy_kwh":')
+                k = self.digits(k, whole)
+                if places:
+                    buf[k] = 0x2E  # .
+                    k = self.digits(k + 1, frac, places)
+                k = _put(buf, k, b',"power_w":')
+                k = self.digits(k, power_dw // 10)
+                buf[k] = 0x2E  # .
+                k = self.digits(k + 1, power_dw % 10)
+                k = _put(buf, k, b',"pulses":')
+                k = self.digits(k, index)
+                buf[k] = 0x7D  # }
+                k += 1
+                if ts:
+                    buf[k] = 0x7D  # }
+                    k += 1
+            except IndexError:
+                break
+            if k > end:
                 break
             if used:
                 buf[n] = 0x2C  # ,
-                n += 1
-            buf[n:n + len(head)] = head
-            n += len(head)
-            buf[n:n + len(body)] = body
-            n += len(body)
-            if head:
-                buf[n] = 0x7D  # }
-                n += 1
+            n = k
             used += 1
         if not single:
             buf[n] = 0x5D  # ]

@@ -88,7 +88,13 @@ RESET_EXIT_CODE = 3
 _BLOCK = const(4096)
 _ERASE_CHUNK = const(256)
 _BLOCKS = const(512)  # 2 MiB, the data partition of a 4 MiB ESP32 module
-_NET_CHECK_MS = const(200)
+# The network and BOOT button files are looked at this often, together, while the main loop
+# sleeps (sleep_ms), never inside its step: each look allocates (a file object, os.stat's
+# tuple), where the board reads a register its Wi-Fi task and pin keep up to date, and the
+# allocations per main-loop step that make bench reports are the firmware's own. Once a
+# second (256 bytes a look) is still quicker than a board notices a lost access point (its
+# beacon timeout is seconds), and a press is held for seconds.
+_NET_CHECK_MS = const(1000)
 _TICKS_MASK = const(0x3FFFFFFF)  # the ESP32's ticks period, 2**30, minus 1
 _TICKS_HALF = const(0x20000000)
 _EDGE_REC = const(4)  # bytes per edge in the pulse FIFO
@@ -237,6 +243,7 @@ class Hal:
         self._net_file = os.getenv("METER_NET")
         self._net_state = "up"  # METER_NET's text: the state, then the site's networks
         self._net_ms = None
+        self._button = [os.getenv("METER_BUTTON"), False]  # its file; held (_net)
         self._wifi_on = False  # or the (ssid, password) of the join asked for
         self._hw = None
         self._handler = None
@@ -255,6 +262,10 @@ class Hal:
         # its event-poll hook). Sleep in poll() on the wake socket instead: the pulse thread
         # pokes it after scheduling an edge, poll returns, and the handler runs at the next
         # bytecode, as promptly as a soft IRQ on the board and with no busy waiting.
+        if self._net_ms is not None and time.ticks_diff(time.ticks_ms(), self._net_ms) >= \
+                _NET_CHECK_MS:
+            self._net_ms = None  # due: the files are looked at again now (_net)
+        self._net()
         if self._poll is None:
             time.sleep_ms(ms)
             return
@@ -263,7 +274,9 @@ class Hal:
             left = time.ticks_diff(end, time.ticks_ms())
             if left <= 0:
                 return
-            if self._poll.poll(left):
+            # ipoll, not poll: poll() returns a new list at every call (on this port, several
+            # per main-loop step); ipoll reuses one tuple for what it yields.
+            for _ in self._poll.ipoll(left):
                 try:
                     while self._wake.readinto(self._wake_buf):
                         pass
@@ -273,7 +286,9 @@ class Hal:
     def epoch_ms(self, ms=None):
         """The RTC in Unix ms (the host's clock); epoch_ms(ms) sets it: NTP answers from the
         host's clock too, so there is nothing to set."""
-        return None if ms is not None else time.time_ns() // 1000000
+        # time.time() is a float of µs resolution here; int() of it in ms is a small int on
+        # this port, where time_ns() // 10**6 makes two big ints at every reading.
+        return None if ms is not None else int(time.time() * 1000)
 
     def ntp_time(self, host):
         # The time server answers the host's clock, the true time (its packet checks,
@@ -302,16 +317,24 @@ class Hal:
 
     # --- network -----------------------------------------------------------------------------
     def _net(self):
+        # The files as of the last look (sleep_ms asks for the next one), or a first look.
+        if self._net_ms is None:
+            self._net_ms = time.ticks_ms()
+            if self._net_file is not None:
+                try:
+                    with open(self._net_file) as f:
+                        self._net_state = f.read().strip() or "up"
+                except OSError:
+                    self._net_state = "up"
+            b = self._button
+            if b[0]:
+                try:
+                    open(b[0]).close()  # a file object costs less than os.stat's tuple
+                    b[1] = True
+                except OSError:
+                    b[1] = False
         if self._net_file is None:
             return "up"
-        now = time.ticks_ms()
-        if self._net_ms is None or time.ticks_diff(now, self._net_ms) >= _NET_CHECK_MS:
-            self._net_ms = now
-            try:
-                with open(self._net_file) as f:
-                    self._net_state = f.read().strip() or "up"
-            except OSError:
-                self._net_state = "up"
         i = self._net_state.find("\n")
         return self._net_state if i < 0 else self._net_state[:i]  # the site's networks follow
 
@@ -437,15 +460,12 @@ class Hal:
         return None  # pattern changes are logged by StatusLed
 
     def boot_button_held(self, pin=None):
-        # Is the button down now (never waits)? The file's presence is the press.
-        path = os.getenv("METER_BUTTON")
-        if not path or pin is None:
+        # Is the button down now (never waits)? The file's presence is the press, looked at
+        # with the network file (_net, _NET_CHECK_MS).
+        if pin is None or not self._button[0]:
             return False
-        try:
-            os.stat(path)
-            return True
-        except OSError:
-            return False
+        self._net()
+        return self._button[1]
 
     # --- watchdog, reset -----------------------------------------------------------------------
     def wdt_start(self, timeout_ms):

@@ -3,6 +3,7 @@ import json
 from firmware import attributes, provision, telemetry
 from firmware.config import escape
 from firmware.log import mask
+from firmware.pulses import energy_text
 from support import telemetry_bytes
 
 CFG = {"attr_supplier_key": "Power_suppier_secret_key", "attr_cups_key": "CUPs",
@@ -18,6 +19,39 @@ def test_telemetry_point_and_batch_are_valid_json_with_ms_timestamps():
     assert many[1]["values"]["power_w"] == 0.9
     unsynced = json.loads(telemetry_bytes([(0, 3, 10)], 1000))
     assert unsynced == {"energy_kwh": 0.003, "power_w": 1.0, "pulses": 3}
+
+
+def _point(ts, index, power_dw, per_kwh):
+    # One reading with % formatting, as the payload was built before it wrote its digits itself.
+    values = '{"energy_kwh":%s,"power_w":%d.%d,"pulses":%d}' % (
+        energy_text(index, per_kwh), power_dw // 10, power_dw % 10, index)
+    return ('{"ts":%d,"values":%s}' % (ts, values) if ts else values).encode()
+
+
+def test_the_digits_written_in_place_are_the_formatted_text_on_both_paths():
+    # Small ints are written digit by digit; a big int (the timestamp on the ESP32, where
+    # small ints end at 2**30) is formatted with %d: both must give the same bytes.
+    readings = [(1795000000123, 12345678, 15005), (0, 0, 0), (1, 1, 9), (1795000060000, 10, 10),
+                (1795000120000, 2**31 + 7, 1000000000), (999, 1000, 5)]
+    for per_kwh in (1, 3, 800, 1000, 1200, 10000):
+        want = b"[" + b",".join(_point(*r, per_kwh) for r in readings) + b"]"
+        for cap in (None, (1 << 30) - 1, 0):
+            p = telemetry.Payload(2560)
+            if cap is not None:
+                p._cap = cap  # 0: every number through %d
+            mv, n = p.batch(readings, per_kwh)
+            assert (bytes(mv), n) == (want, len(readings)), (per_kwh, cap)
+
+
+def test_a_reading_that_does_not_fit_is_left_out_whole():
+    readings = [(1795000000000 + i, 12345 + i, 15005) for i in range(5)]
+    whole = [_point(*r, 1000) for r in readings]
+    for size in range(len(whole[0]) + 2, 2 + sum(len(w) + 1 for w in whole) + 4):
+        mv, n = telemetry.Payload(size).batch(readings, 1000)
+        text = bytes(mv)
+        assert len(text) <= size and text == b"[" + b",".join(whole[:n]) + b"]", size
+        # the next reading (its comma and the closing bracket) would not have fitted
+        assert n == len(readings) or len(text) + 1 + len(whole[n]) > size, size
 
 
 def test_no_null_nan_or_infinity_can_appear():

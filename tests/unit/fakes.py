@@ -334,6 +334,11 @@ class FakePoll:
         self.hal.clock.advance_ms(until - now)
         return self._ready()
 
+    def ipoll(self, timeout_ms=-1, flags=0):
+        # MicroPython's allocation-free form (firmware/link.py waits with it): the same events,
+        # as an iterator.
+        return iter(self.poll(timeout_ms))
+
 
 class FakeSocketModule:
     def __init__(self, hal):
