@@ -42,15 +42,17 @@ lib/umqtt/simple.py lib/microdot/microdot.py &: requirements-mpy.txt tools/fetch
 
 lib: lib/umqtt/simple.py lib/microdot/microdot.py
 
-# Two runs: everything but the end-to-end tests, TEST_JOBS files at a time (a file's tests stay
-# on one worker: some share a build directory or a server); then the end-to-end tests E2E_JOBS
-# at a time (each boots virtual meters and mostly waits on real time, so they overlap well even
-# on 2 cores). The device tree is built first, once, for every worker.
+# Three runs: everything but the end-to-end tests and the bench, TEST_JOBS files at a time (a
+# file's tests stay on one worker: some share a build directory or a server); the bench smoke
+# run alone (it times pulses and power, and runs its own parts in parallel); then the
+# end-to-end tests E2E_JOBS at a time (each boots virtual meters and mostly waits on real time,
+# so they overlap well even on 2 cores). The device tree is built first, once, for every worker.
 TEST_JOBS ?= 2
 E2E_JOBS ?= 4
 test: venv lib typings
 	$(PY) tools/build_device.py build/device
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests --ignore=tests/e2e
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests --ignore=tests/e2e --ignore=tests/bench
+	$(PY) -m pytest -q tests/bench
 	$(PY) -m pytest -q -n $(E2E_JOBS) tests/e2e
 
 # The firmware on the MicroPython Unix port against tbsim, metering a simulated household.
