@@ -167,6 +167,7 @@ class VirtualMeter:
         self.auto_restart = True
         self.pulses_delivered = 0  # real pulses the running firmware could see
         self.pulses_lost_off = 0  # real pulses written but never read: the meter had no power
+        self.pulses_before_input = 0  # of those, written while a boot had no pulse input yet
         self.noise_edges = 0  # bounce and spike edges written while powered (not pulses)
         self._closed = False
         self._lock = threading.RLock()
@@ -333,6 +334,7 @@ class VirtualMeter:
                         p, n = int(early.group(1)), int(early.group(2))
                         self.pulses_delivered -= p
                         self.pulses_lost_off += p
+                        self.pulses_before_input += p
                         self.noise_edges -= n
                     self.lines.append((time.time(), line))
                     self._cond.notify_all()

@@ -22,7 +22,7 @@
 #   late, is a new pulse to any debounce; two pulses 20 ms apart, played 5 ms apart, are one).
 #   A board's GPIO interrupt fires within microseconds of the edge; what is late there is
 #   only the soft IRQ, while the main thread is busy. So while a handler runs, ticks_us reads
-#   earlier by as much as the thread played its edge late (_late): the handler's timestamp is
+#   earlier by as much as the thread played its edge late (_st): the handler's timestamp is
 #   the edge's time plus the main thread's own latency, as on the board. Only the counter's
 #   increment lands when the thread plays it (milliseconds, rarely).
 # - Network: METER_NET names a file holding "up" (default), "down" (Wi-Fi lost: no sockets, no
@@ -216,9 +216,10 @@ class Hal:
 
     def __init__(self):
         tms, tus, tadd = time.ticks_ms, time.ticks_us, time.ticks_add
-        # _late[_RING]: how late the pulse thread played the edge whose handler runs now (µs,
-        # <= 0), 0 outside handlers; _late[0:_RING]: the same per queued edge. See Pulses above.
-        late = self._late = array("l", [0] * (_RING + 1))
+        # _st (a name the firmware interns anyway: pulses.py's state array; one name less):
+        # _st[_RING]: how late the pulse thread played the edge whose handler runs now (µs,
+        # <= 0), 0 outside handlers; _st[0:_RING]: the same per queued edge. See Pulses above.
+        late = self._st = array("l", [0] * (_RING + 1))
         self.ticks_ms = tms
         self.ticks_us = lambda: tadd(tus(), late[_RING])  # allocates nothing: small ints
         self.ticks_diff, self.ticks_add = time.ticks_diff, tadd
@@ -377,8 +378,8 @@ class Hal:
     def _irq(self, i):
         # The soft IRQ, in the main thread: the handler's ticks_us reads the edge's own time
         # plus how long this callback waited in the queue (see Pulses at the top). i: the
-        # edge's slot in _late.
-        late = self._late
+        # edge's slot in _st.
+        late = self._st
         late[_RING] = late[i]
         self._handler(None)
         late[_RING] = 0
@@ -406,7 +407,7 @@ class Hal:
         hw = self._hw
         lock = hw.lock if hw is not None else None
         irq = self._irq  # bound once: scheduling it per edge allocates nothing
-        late = self._late
+        late = self._st
         tus = time.ticks_us
         bell = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
         addr = self._wake_addr

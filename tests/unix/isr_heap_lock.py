@@ -141,16 +141,16 @@ hal.pulse_input(None, True, None, p.edge, False)  # no METER_PULSES: no thread, 
 micropython.heap_lock()
 try:
     for _ in range(5):
-        hal._late[2] = 0
+        hal._st[2] = 0
         hal._irq(2)
         sleep_ms(28)
-        hal._late[3] = -25000
+        hal._st[3] = -25000
         hal._irq(3)
         sleep_ms(40)  # the next closure: 68 ms after this one, 43 after its bounce was played
 finally:
     micropython.heap_unlock()
 p.service(hal.ticks_ms())
 assert p.index == 5 and p.rejected == 5, (p.index, p.rejected)
-assert hal._late[-1] == 0  # outside a handler, ticks_us reads the clock itself
+assert hal._st[-1] == 0  # outside a handler, ticks_us reads the clock itself
 print("ISR OK: 40000 edges under heap_lock, 0 bytes allocated; hardware-path drain too;"
       " soft IRQs stamped at their edges' time")
