@@ -4,6 +4,13 @@
 # handshake) is the heap's high point, and between connects this code need not be resident.
 # Every byte still passes through the link's _Net, under its deadline (firmware/link.py says
 # how; the CONNACK is checked there, in _Net.read()).
+#
+# A part of firmware/link.py moved to a file for RAM: open() is the body of Link.open() and
+# wrap_socket() is a _Net method (umqtt calls it with the _Net as its socket), so they set up
+# the _Net for this connect (net.server, ctx, host and the TLS socket, read by the _Net's
+# connect-time code only). The Link's own session state (connected, packet ids, the ping) is
+# not touched here: open() returns the CONNACK's code and Link.open() starts the session on 0.
+# (tests/unit/test_ownership.py holds every module to that.)
 
 import sys
 
@@ -73,8 +80,4 @@ def open(link, host, port, client_id, user, password, keepalive_s, tls):  # noqa
         if link._umqtt is None:
             sys.modules.pop("umqtt.simple", None)
             sys.modules.pop("umqtt", None)
-    # A clean session: nothing is in flight, packet ids start again.
-    link.pid = link._armed = link._nsub = 0
-    link.pinged = link.suback = None
-    link.connected = True
-    return 0
+    return 0  # Link.open() starts the clean session

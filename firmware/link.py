@@ -308,6 +308,8 @@ class Link:
         # What runs only while a session opens lives in firmware/connect.py, loaded for this
         # connect and unloaded after it (as umqtt.simple is): the connect, with the TLS
         # handshake, is the heap's high point, and between connects the code need not stay.
+        # It is a part of this module in a file of its own: this method's body and a _Net
+        # method (wrap_socket); it sets up the _Net, and the session starts below.
         from firmware import unload
         try:
             from firmware import connect
@@ -315,10 +317,17 @@ class Link:
             unload("connect")
             raise LinkError("connect to %s:%d failed: %s" % (host, port, describe(e)))
         try:
-            return connect.open(self, host, port, client_id, user, password, keepalive_s, tls)
+            rc = connect.open(self, host, port, client_id, user, password, keepalive_s, tls)
         finally:
             del connect
             unload("connect")
+        if rc == 0:
+            # A clean session: nothing is in flight, packet ids start again. (Set here, not in
+            # firmware/connect.py: that module sets up the _Net only, see its head.)
+            self.pid = self._armed = self._nsub = 0
+            self.pinged = self.suback = None
+            self.connected = True
+        return rc
 
     def close(self, graceful=True):
         up = self.connected
