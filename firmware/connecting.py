@@ -4,6 +4,11 @@
 # is resident while provisioning (whose connect, with its TLS handshake, is the heap's high
 # point) or in the run state. What a refused CONNECT means for the credentials is decided in
 # firmware/provision.py (loaded only then); it is applied here.
+#
+# Two of the supervisor's states in a file of their own, for RAM: they drive it through its
+# methods (_goto and _retry for the state, _keep_credentials, on_connect for the session's
+# RPC handler) and write none of its fields (tests/unit/test_ownership.py). What a CONNACK
+# says about the credentials is connect()'s return value, which Supervisor._advance() applies.
 
 import gc
 
@@ -19,6 +24,9 @@ _NOT_SET = const(" (clock not set: the time is synced first)")
 
 
 def connect(sup):
+    """The connect state's step. Returns None when no CONNACK judged the credentials (none to
+    connect with, no session, CONNACK 1 or 3); after CONNACK 0, 2, 4 or 5: whether the stored
+    credentials stand refused this boot (the configured token has had its one try then)."""
     cfg = sup.cfg
     creds = sup._candidate or sup.creds
     if creds is None:
@@ -32,7 +40,6 @@ def connect(sup):
                  cid if token else mask(cid),  # MQTT_BASIC's client id is a secret too
                  credentials.describe(creds), mask(user if token else pw))
     link = sup.link
-    link.on_message = sup._on_message
     sup.hal.wdt_feed()  # a safe point: DNS, then the CONNECT exchange under its deadline
     try:
         rc = link.open(cfg["tb_host"], cfg["tb_port"], cid, user, pw, cfg["keepalive_s"],
@@ -46,7 +53,6 @@ def connect(sup):
         sup.log.warn("connect", "%s%s; retrying in %d s", e,
                      _NOT_SET if dates and not sup._clock.synced else "", delay // 1000)
         if dates:
-            sup._time_fails = 0
             sup._goto(TIME, delay)
             return
         if not sup.hal.wifi_connected():
@@ -56,37 +62,33 @@ def connect(sup):
         if sup._candidate is not None:
             # The platform accepted the configured token: the device is ours.
             sup._keep_credentials(creds)
-            sup._candidate = None
             sup.log.info("connect", "device token accepted; stored as credentials")
         elif "working" in creds:
             # Issued credentials proved: the working ones kept beside them can go.
             sup._keep_credentials({k: creds[k] for k in creds if k != "working"})
-        sup._rejected = False
-        sup._session_ok = False
         sup.log.info("connect", "connected")
         try:
             # After the CONNACK, with the provisioning code and the handshake's garbage
             # gone. (Inline, not a function: each name is interned for good.)
             gc.collect()
             from firmware.remote import Remote
-            sup.remote = r = Remote(sup.log, sup.store)
-            r._acted = sup._acted
+            r = Remote(sup.log, sup.store)
+            sup.on_connect(r)  # before it subscribes: what comes meanwhile reaches it
             refused = not r.on_connect(link)
         except (LinkError, MemoryError) as e:  # closed while we subscribed; no room for remote
             link.close(graceful=False)
             sup._end_session()
             delay = sup._retry(CONNECT)
             sup.log.warn("connect", "%s; retrying in %d s", e, delay // 1000)
-            return
+            return False
         if refused:
             link.close(graceful=False)
             sup._retry(CONNECT)
-            return
-        if sup._marker.is_sent(cfg, sup.creds):
+        elif sup._marker.is_sent(cfg, sup.creds):
             _enter_run(sup)
         else:
             sup._goto(ATTRIBUTES)
-        return
+        return False  # accepted
     if rc in (2, 4, 5):
         # What to connect with next is decided in firmware/provision.py (loaded now, with
         # the session closed: not resident at the heap's high points); applied here.
@@ -97,29 +99,27 @@ def connect(sup):
         finally:
             del provision
             unload("provision")
-        sup._candidate = None
         if decision == KEEP_WORKING:
             if old is not None:
                 sup._keep_credentials(old)
             sup._goto(CONNECT)
-            return
+            return sup._rejected
         if decision == REFUSED:
             delay = sup._retry(CONNECT if sup.creds else PROVISION, slow=True)
             sup.log.warn("connect", "retrying in %d min", delay // 60000)
-            return
+            return sup._rejected
         # Back to provisioning after the backoff, never at once: a server that issues
         # credentials and then refuses them would otherwise get a round (and a credential
         # write) per main-loop step. Ready credentials (config.json, no provision_key):
         # nothing to provision with, only a technician can mend it; tried again slowly
         # (the platform may be mended meanwhile), never in a storm.
         ready = cfg["provision_key"] is None
-        sup._rejected = not ready
         delay = sup._retry(CONNECT if ready else PROVISION, slow=ready)
         sup.log.error("connect", "credentials refused (CONNACK %d): device deleted or "
                                  "credentials changed on the platform; %s in %d s", rc,
                       "a technician must put the device's credentials in config.json; "
                       "retrying" if ready else "provisioning again", delay // 1000)
-        return
+        return not ready  # provisioned again; ready credentials are only retried, slowly
     delay = sup._retry(CONNECT)
     sup.log.warn("connect", "server refused the session (CONNACK %d); retrying in %d s",
                  rc, delay // 1000)
@@ -142,8 +142,9 @@ def attributes(sup):
     sup._marker.mark_sent(cfg, sup.creds)
     sup.log.info("attributes", "acknowledged")
     if sup._gesture is not None:
+        # The request on flash is served. (The one in RAM, _reprovision, was served when
+        # provisioning decided: while it is set the meter stays in wifi, time or provision.)
         sup._gesture.done()
-    sup._reprovision = False
     _enter_run(sup)
 
 

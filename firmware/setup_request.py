@@ -9,6 +9,10 @@
 # One press has one length, so the two requests cannot be confused, and a press held for setup
 # never re-provisions on its way there. Polled from the main loop: a press never blocks it,
 # and a button stuck down fires once.
+#
+# What this module decides goes back to the supervisor as return values (the press's state;
+# since when joins have failed): the supervisor keeps its own fields (_held, _wifi_failing),
+# and this module writes none of them (tests/unit/test_ownership.py).
 
 from micropython import const
 
@@ -18,37 +22,43 @@ _SETUP_MS = const(10000)
 
 
 def step(sup, now):
-    """One main-loop step while the button is down, or just let go. sup._held: ticks_ms when
-    the press began, None when up, False once this press has fired."""
+    """One main-loop step while the button is down, or just let go. Returns the press's state
+    for the supervisor to keep (its _held, read here next step): ticks_ms when the press began,
+    None when up, False once this press has fired."""
     hal = sup.hal
     held = sup._held
     if not hal.boot_button_held(sup.cfg["boot_button_pin"]):
-        sup._held = None
         if held is not None and held is not False and \
                 hal.ticks_diff(now, held) >= _REPROVISION_MS:
             sup.request_reprovision("BOOT button")
         from firmware import unload
         unload("setup_request")  # the press is over: out of the heap until the next one
-    elif held is None:
-        sup._held = now
-    elif held is not False:
+        return None
+    if held is None:
+        return now
+    if held is not False:
         if hal.ticks_diff(now, held) >= _SETUP_MS:
-            sup._held = False
             if not open(sup, "BOOT button held 10 s"):
                 sup._goto(sup.state, hal.ticks_diff(sup._next_ms, now))  # the LED as it was
-        elif hal.ticks_diff(now, held) >= _REPROVISION_MS:
+            return False
+        if hal.ticks_diff(now, held) >= _REPROVISION_MS:
             sup._show("gesture")  # let go now to re-provision; hold on for setup
+    return held
 
 
 def fail(sup, now, status):  # (a name normal operation has interned anyway)
-    """After a failed join: setup mode, once joins have failed for setup_after_s."""
+    """After a failed join: setup mode, once joins have failed for setup_after_s. Returns when
+    they began failing, for the supervisor to keep (its _wifi_failing): None once setup mode
+    was asked for, so that a refusal (no setup_password) asks again as late."""
+    since = sup._wifi_failing
     after_ms = sup.cfg["setup_after_s"] * 1000
-    if after_ms and sup.hal.ticks_diff(now, sup._wifi_failing) >= after_ms:
-        sup._wifi_failing = None  # if refused (no setup_password): asked again as late
+    if after_ms and sup.hal.ticks_diff(now, since) >= after_ms:
+        since = None
         open(sup, "could not join %s for %d s: %s" % (sup.cfg["wifi_ssid"], after_ms // 1000,
                                                       status))
     from firmware import unload
     unload("setup_request")
+    return since
 
 
 def open(sup, why):  # noqa: A001  (the name costs no interned name: the builtin's)

@@ -31,7 +31,11 @@
 # returns a decision (firmware/states.py) that _step_provision() and, for a refused CONNECT,
 # firmware/connecting.py apply. The connect and attributes states live in
 # firmware/connecting.py, loaded for their steps only (memory: the heap's high point is the
-# provisioning connect, which needs none of their code).
+# provisioning connect, which needs none of their code). They are this class's in a file of
+# their own: they change its fields only through its methods, and what a CONNACK says about
+# the credentials comes back from connect() for _advance() to apply. No other module writes
+# this object's fields (firmware/setup_request.py returns what it decided as well; the unit
+# test tests/unit/test_ownership.py holds every module to it).
 
 import gc
 
@@ -79,7 +83,6 @@ class Supervisor:
         # a join neither resets nor inflates the server's backoff.
         self._join = Backoff(cfg["retry_min_s"] * 1000, cfg["retry_max_s"] * 1000, rand)
         self._slow = Backoff(cfg["retry_slow_s"] * 1000, cfg["retry_slow_s"] * 4000, rand)
-        self._session_ok = False  # the server acknowledged something on this connection
         self.state = None
         self.creds = None
         self._candidate = None  # the configured device token, tried once after FAILURE
@@ -150,7 +153,7 @@ class Supervisor:
         pin = self.cfg["boot_button_pin"]
         if pin is not None and (self._held is not None or hal.boot_button_held(pin)):
             from firmware import setup_request  # re-provision (3 s) or setup mode (10 s)
-            setup_request.step(self, now)
+            self._held = setup_request.step(self, now)
         if self._led is not None:
             self._led.update(now)
         self._persist_error()
@@ -174,6 +177,8 @@ class Supervisor:
             self.log.info("state", "%s -> %s%s", self.state or "boot", state,
                            " in %d.%ds" % (delay_ms // 1000, delay_ms % 1000 // 100) if delay_ms else "")
             self.state = state
+            if state == TIME:
+                self._time_fails = 0  # NTP attempts since the time state was entered
         self._next_ms = self.hal.ticks_add(self.hal.ticks_ms(), delay_ms)
         self._show("wifi" if state == WIFI else "run" if state == RUN else "connecting")
 
@@ -212,11 +217,10 @@ class Supervisor:
         # A PUBACK. Only now does the session count as working: a server that accepts the
         # CONNECT and then closes the session (rate limits, a takeover, a crash loop) keeps
         # the meter's backoff growing instead of being reconnected to every retry_min_s.
-        if not self._session_ok:
-            self._session_ok = True
-            # The next failure starts the backoff from the bottom again.
-            self._backoff.reset()
-            self._slow.reset()
+        # The next failure starts the backoff from the bottom again. (Every PUBACK resets it:
+        # within a session nothing adds to it, so no flag per session needs keeping.)
+        self._backoff.reset()
+        self._slow.reset()
 
     def _advance(self, now):
         s = self.state
@@ -236,7 +240,15 @@ class Supervisor:
                 self.log.warn(s, "%s; retrying in %d s", e, self._retry(s) // 1000)
                 return
             try:
-                (connecting.connect if s == CONNECT else connecting.attributes)(self)
+                if s == CONNECT:
+                    rejected = connecting.connect(self)
+                    if rejected is not None:
+                        # A CONNACK judged the credentials: the configured token has had its
+                        # one try, and the stored ones stand refused this boot, or not.
+                        self._candidate = None
+                        self._rejected = rejected
+                else:
+                    connecting.attributes(self)
             finally:
                 del connecting
                 unload("connecting")
@@ -260,7 +272,6 @@ class Supervisor:
             if self._clock.synced:
                 self._after_network()
             else:
-                self._time_fails = 0
                 self._goto(TIME)
             return
         ssid = self.cfg["wifi_ssid"]
@@ -287,7 +298,7 @@ class Supervisor:
             self.log.warn("wifi", "could not join %s (%s); retrying in %d s", ssid, why,
                            delay // 1000)
             from firmware import setup_request  # setup mode after setup_after_s of this
-            setup_request.fail(self, now, why)
+            self._wifi_failing = setup_request.fail(self, now, why)
             return
         self._next_ms = hal.ticks_add(now, _WIFI_POLL_MS)
 
@@ -349,7 +360,16 @@ class Supervisor:
             delay = self._retry(CONNECT if self.creds else PROVISION, slow=True)
             self.log.warn("provision", "retrying in %d min", delay // 60000)
 
+    def on_connect(self, remote):
+        # CONNACK 0 (firmware/connecting.py): the session's RPC and shared-attribute handler
+        # (firmware/remote.py), given the link's messages until _end_session(). A Remote lives
+        # for one session; what the sessions before acted on lives here.
+        self.remote = remote
+        remote._acted = self._acted
+        self.link.on_message = remote.on_message
+
     def _end_session(self):
+        self.link.on_message = None  # the link is closed (nothing comes): the Remote can go
         r = self.remote
         if r is not None:
             self._acted = r._acted  # the RPC acted on: a resend next session is not acted on
@@ -390,10 +410,6 @@ class Supervisor:
         if self._on_healthy is not None and self._clock.uptime_s >= _HEALTHY_S:
             self._on_healthy()
             self._on_healthy = None
-
-    def _on_message(self, topic, msg):
-        if self.remote is not None:
-            self.remote.on_message(topic, msg)
 
     def _persist_error(self):
         # The last error survives a reset for `make status`: written only when it changes,
