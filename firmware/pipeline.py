@@ -60,6 +60,10 @@ class Pipeline:
         rec = self._store.read(_PULSES_RECORD)
         index = rec.get("index") if isinstance(rec, dict) else None
         if isinstance(index, int) and index >= 0:
+            # The one write of the counter's register from outside it, once, before its first
+            # service(): the index's starting value is this pipeline's record (it alone reads,
+            # checks and writes it; make deploy's INDEX= and KWH= write it too). From here on
+            # only the counter adds to it.
             self.pulses.index = index
         self.persisted_index = self.pulses.index
         self._persist_ms = now
