@@ -18,6 +18,8 @@ without git (an exported source tree), the VERSION file alone.
 
 import argparse
 import ast
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -163,7 +165,41 @@ def source_name(rel):
     return name[:-len(".__init__")] if name.endswith(".__init__") else name
 
 
+_HELD = {}  # tree lock files this process holds: path -> depth
+
+
+@contextlib.contextmanager
+def tree_lock(out_dir):
+    """Hold out_dir for this process: one build of it at a time, and no build while a deploy
+    or an OTA package reads it. `make build` (a board tree: without the Unix port's HAL) and
+    `make deploy` (every file; the board's platform picks) share build/device-<march>, so a
+    build running beside a deploy would remove files the deploy is about to copy (seen with
+    the tests run in parallel). Re-entrant within a process; released when it exits."""
+    path = os.path.abspath(out_dir).rstrip(os.sep) + ".lock"
+    if path in _HELD:
+        _HELD[path] += 1
+        try:
+            yield
+        finally:
+            _HELD[path] -= 1
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        _HELD[path] = 1
+        try:
+            yield
+        finally:
+            del _HELD[path]
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def build(out_dir, march=None, board=False):
+    with tree_lock(out_dir):
+        return _build(out_dir, march, board)
+
+
+def _build(out_dir, march, board):
     for need in (("umqtt", "simple.py"), ("microdot", "microdot.py")):
         if not os.path.exists(os.path.join(ROOT, "lib", *need)):
             sys.exit("build_device: lib/%s missing; run `make lib` first" % "/".join(need))
@@ -178,10 +214,11 @@ def build(out_dir, march=None, board=False):
         if os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src):
             continue
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        cmd = [MPY_CROSS, "-O2", "-s", source_name(rel), "-o", dst, src]
+        cmd = [MPY_CROSS, "-O2", "-s", source_name(rel), "-o", dst + ".tmp", src]
         if march:
             cmd.insert(1, "-march=" + march)
         subprocess.run(cmd, check=True)
+        os.replace(dst + ".tmp", dst)  # a reader (a meter booting from the tree) never sees half
         changed += 1
     # A module renamed or removed in the sources must not live on in the tree as a stale .mpy
     # (it would still be importable, and `make deploy` would copy it).
@@ -196,7 +233,8 @@ def build(out_dir, march=None, board=False):
     for f in ("main.py", "boot.py"):
         src, dst = os.path.join(ROOT, f), os.path.join(out_dir, f)
         if not os.path.exists(dst) or os.path.getmtime(dst) < os.path.getmtime(src):
-            shutil.copyfile(src, dst)
+            shutil.copyfile(src, dst + ".tmp")
+            os.replace(dst + ".tmp", dst)
             changed += 1
     return changed
 

@@ -350,6 +350,15 @@ def check_board(info, files):
 
 def deploy(port, config_path, ca=None, march="xtensawin", frozen=False, reset=True, out=None,
            log=print, index=None, kwh=None, force=False):
+    # The tree stays as built until its files are on the board: a `make build` beside it
+    # would otherwise remove the Unix port's HAL a Unix-port board is about to get
+    # (tools/build_device.py tree_lock()).
+    tree = out or os.path.join(ROOT, "build", "device-" + (march or "bytecode"))
+    with build_device.tree_lock(tree):
+        return _deploy(port, config_path, ca, march, frozen, reset, tree, log, index, kwh, force)
+
+
+def _deploy(port, config_path, ca, march, frozen, reset, tree, log, index, kwh, force):
     if not port:
         raise DeployError("no PORT given (e.g. make deploy PORT=/dev/ttyUSB0 CONFIG=...)")
     if not config_path:
@@ -368,7 +377,6 @@ def deploy(port, config_path, ca=None, march="xtensawin", frozen=False, reset=Tr
         check_ca(ca)
     elif shipped_ca_applies(cfg):
         ca = shipped_ca(log)
-    tree = out or os.path.join(ROOT, "build", "device-" + (march or "bytecode"))
     n = build_device.build(tree, march or None)
     log("deploy: built %s (%d file(s) compiled)" % (os.path.relpath(tree, ROOT), n))
 

@@ -77,14 +77,17 @@ def main(argv=None):
     ap.add_argument("--version")
     a = ap.parse_args(argv)
     tree = a.tree
-    if tree is None:
-        tree = os.path.join(ROOT, "build", "device-" + (a.march or "bytecode"))
-        build_device.build(tree, a.march or None, board=True)
     title, version = a.title, a.version
     if title is None or version is None:
         t, v, _source = build_device.firmware_version()
         title, version = title or t, version or v
-    data = pack(tree, title, version)
+    if tree is None:
+        tree = os.path.join(ROOT, "build", "device-" + (a.march or "bytecode"))
+        with build_device.tree_lock(tree):  # packed as built (tools/build_device.py)
+            build_device.build(tree, a.march or None, board=True)
+            data = pack(tree, title, version)
+    else:
+        data = pack(tree, title, version)
     out = a.output or os.path.join(ROOT, "build", "ota", "%s-%s.bin" % (title, version))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = out + ".tmp"
