@@ -53,7 +53,7 @@ test: venv lib typings
 	$(PY) tools/build_device.py build/device
 	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests --ignore=tests/e2e --ignore=tests/bench
 	$(PY) -m pytest -q tests/bench
-	$(PY) -m pytest -q -n $(E2E_JOBS) tests/e2e
+	$(PY) -m pytest -q -n $(E2E_JOBS) --durations=15 tests/e2e
 
 # The firmware on the MicroPython Unix port against tbsim, metering a simulated household.
 # METERS=N  LOAD_W=W (constant load)  DURATION=S  REPORT=file.json  SPEEDUP=X (daily profile)
