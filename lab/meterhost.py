@@ -163,6 +163,7 @@ class VirtualMeter:
         self.exits = []  # (host time, return code)
         self.reset_cause = 0  # of the running boot: 0 power-up, 1 reset (firmware/hal/unix.py)
         self.proc = None
+        self._reader = None  # the thread reading the running boot's console
         self.powered = False
         self.auto_restart = True
         self.pulses_delivered = 0  # real pulses the running firmware could see
@@ -318,7 +319,8 @@ class VirtualMeter:
                 start_new_session=True)
             self.powered = True
             self.boots += 1
-            threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
+            self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+            self._reader.start()
 
     def _read(self, proc):
         with open(self.console_path, "ab") as log:
@@ -357,9 +359,10 @@ class VirtualMeter:
             self.power_on(reset_cause=1)
 
     def power_cut(self):
-        """SIGKILL: the power fails. Returns once the process is gone."""
+        """SIGKILL: the power fails. Returns once the process is gone and its console is read
+        to the end."""
         with self._lock:
-            proc = self.proc
+            proc, reader = self.proc, self._reader
             if proc is None or proc.poll() is not None:
                 self.powered = False
                 return
@@ -369,6 +372,12 @@ class VirtualMeter:
             except ProcessLookupError:
                 pass  # it ended by itself between poll() and the kill (a reset, a crash)
         proc.wait()
+        if reader is not threading.current_thread():
+            # The lines the boot wrote before the cut may still be in the pipe: read by the
+            # reader thread, they would be missing from text() right after the cut, and stamped
+            # with a host time after the next power_on() (seen as the next boot's). The pipe's
+            # end is the process's: EOF follows the kill at once; the timeout is a safety net.
+            reader.join(10)
         with self._cond:
             self._radio_off()
             self.exits.append((time.time(), proc.returncode))
