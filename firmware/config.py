@@ -22,11 +22,12 @@ except ImportError:  # CPython: the host tools share this module (tools/metercon
     def const(value):
         return value
 
+from firmware import utf8
 from firmware.cups import cups_error
 
 DEFAULT_HOST = "mqtt.thingsboard.cloud"
 DEFAULT_SUPPLIER_ATTR = "Power_suppier_secret_key"  # sic: the platform's rule chain expects this spelling
-DEFAULT_CUPS_ATTR = "CUPs"
+_DEFAULT_CUPS_ATTR = const("CUPs")
 
 # Kinds
 _STR = const(0)  # printable string
@@ -81,7 +82,7 @@ FIELDS = {
     "persist_interval_s": (_INT, 60, False, (10, 3600)),
     "zero_power_timeout_s": (_INT, 300, False, (10, 3600)),
     "attr_supplier_key": (_KEY, DEFAULT_SUPPLIER_ATTR, False, (1, 255)),
-    "attr_cups_key": (_KEY, DEFAULT_CUPS_ATTR, False, (1, 255)),
+    "attr_cups_key": (_KEY, _DEFAULT_CUPS_ATTR, False, (1, 255)),
     "ntp_host": (_STR, "pool.ntp.org", False, (1, 253)),
     "ntp_interval_s": (_INT, 14400, False, (60, 86400)),  # re-sync the clock this often
     "keepalive_s": (_INT, 60, False, (10, 600)),
@@ -226,31 +227,6 @@ def parse(data, warnings=None, name=_CONFIG_FILE):
     return validate(raw, warnings)
 
 
-def _code_point(raw, index, n):
-    # The code point of the UTF-8 sequence at raw[index], or -1 unless it is valid UTF-8 in its
-    # shortest form: no overlong encoding, no surrogate, nothing above U+10FFFF, no stray
-    # continuation byte. MicroPython's own decoder lets all of those through; CPython's does
-    # not: this is the one decoder both runtimes use.
-    b = raw[index]
-    if b < 0x80:
-        return b
-    if b < 0xC2 or b > 0xF4:
-        return -1
-    k = 1 if b < 0xE0 else 2 if b < 0xF0 else 3
-    if index + k >= n:
-        return -1
-    cp = b & (0x3F >> k)
-    for j in range(index + 1, index + k + 1):
-        c = raw[j]
-        if c & 0xC0 != 0x80:
-            return -1
-        cp = (cp << 6) | (c & 0x3F)
-    if (k == 2 and cp < 0x800) or (k == 3 and (cp < 0x10000 or cp > 0x10FFFF)) \
-            or 0xD800 <= cp <= 0xDFFF:
-        return -1
-    return cp
-
-
 def _json_error(data, keys=None):
     """The number of fields of the top-level object when data is one strict JSON text
     (RFC 8259) in valid UTF-8 within the limits above, else a reason saying where (line,
@@ -357,7 +333,7 @@ def _json_error(data, keys=None):
                     why = "a control character inside a string (write it as \\n, \\t or \\uXXXX)"
                 elif b < 128:
                     i += 1
-                elif _code_point(data, i, n) < 0:
+                elif utf8.code_point(data, i, n) < 0:
                     why = "not valid UTF-8"
                 else:
                     i += 2 if b < 0xE0 else 3 if b < 0xF0 else 4
@@ -423,66 +399,6 @@ def _json_error(data, keys=None):
     return "line %d, column %d: %s%s" % (line, col, why, where)
 
 
-def _text_error(value, spec):
-    # A text value: valid UTF-8 in its shortest form (checked here, the same on both runtimes),
-    # no control or invisible formatting characters, spec's length, not blank; and the rules
-    # of its kind.
-    kind, lo, hi = spec[0], spec[3][0], spec[3][1]
-    if not isinstance(value, str):
-        return "must be a string"
-    try:
-        raw = value.encode()
-    except UnicodeError:  # CPython: a lone surrogate (e.g. an undecodable byte in argv)
-        return "must be valid UTF-8 text"
-    n = len(raw)
-    chars = units = i = 0
-    blank = True
-    while i < n:
-        b = raw[i]
-        cp = _code_point(raw, i, n)
-        if cp < 0:
-            return "must be valid UTF-8 text"
-        if cp < 32 or 127 <= cp <= 159:
-            return "must not contain control characters"
-        # Line and paragraph separators, bidirectional controls and marks, the BOM and the
-        # non-characters: invisible, able to disguise a log line or the text itself, and
-        # code points MQTT strings should not hold.
-        if cp in (0x061C, 0x200E, 0x200F, 0x2028, 0x2029, 0xFEFF) or 0x202A <= cp <= 0x202E \
-                or 0x2066 <= cp <= 0x2069 or 0xFDD0 <= cp <= 0xFDEF or cp & 0xFFFE == 0xFFFE:
-            return "must not contain U+%04X (an invisible or non-character code point)" % cp
-        if cp != 32:
-            blank = False
-        chars += 1
-        units += 2 if cp > 0xFFFF else 1
-        i += 1 if b < 0x80 else 2 if b < 0xE0 else 3 if b < 0xF0 else 4
-    unit = " characters"
-    if kind == _KEY:
-        chars, unit = units, " characters (UTF-16 units, as ThingsBoard counts them)"
-    elif kind == _TOPIC or kind == _BYTESTR:
-        chars, unit = n, " bytes (UTF-8)"
-    if chars < lo or chars > hi:
-        if lo == hi:
-            return "must be %d%s, got %d" % (lo, unit, chars)
-        return "must be %d to %d%s, got %d" % (lo, hi, unit, chars)
-    if lo > 0 and blank:
-        return "must not be blank"
-    if kind == _KEY:
-        # ThingsBoard acknowledges the PUBLISH, then drops a key its KvUtils refuses: HTML
-        # markup (here: any "<"; ThingsBoard runs an HTML sanitizer) or a "{{...}}" template.
-        if 60 in raw or 0 <= raw.find(b"{{") < raw.rfind(b"}}") - 1:
-            return "ThingsBoard drops attribute keys with '<' or '{{...}}' (docs/thingsboard.md)"
-    elif kind == _TOPIC:
-        if 43 in raw or 35 in raw:
-            return "must not contain the MQTT wildcards + and #"
-        if raw[0] == 36:
-            return "must not start with '$' (reserved for the server's own topics)"
-    elif kind == _OPTFILE:
-        for b in raw:
-            if not (48 <= b <= 57 or 65 <= b <= 90 or 97 <= b <= 122 or b in b"-./_"):
-                return "use letters, digits, '-', '.', '_' and '/' only"
-    return None
-
-
 def _check(name, spec, value):
     kind, _default, _required, extra = spec
     if kind == _BOOL:
@@ -507,7 +423,28 @@ def _check(name, spec, value):
         if value not in extra:
             return "must be one of %s" % ", ".join(extra)
         return None
-    return _text_error(value, spec)
+    # A text: firmware/utf8.py's rules (valid UTF-8, no control or invisible characters, the
+    # length, not blank), then those of its kind.
+    why = utf8.error(value, (extra[0], extra[1], 1 if kind == _KEY else
+                             2 if kind == _TOPIC or kind == _BYTESTR else 0))
+    if why is not None:
+        return why
+    raw = value.encode()
+    if kind == _KEY:
+        # ThingsBoard acknowledges the PUBLISH, then drops a key its KvUtils refuses: HTML
+        # markup (here: any "<"; ThingsBoard runs an HTML sanitizer) or a "{{...}}" template.
+        if 60 in raw or 0 <= raw.find(b"{{") < raw.rfind(b"}}") - 1:
+            return "ThingsBoard drops attribute keys with '<' or '{{...}}' (docs/thingsboard.md)"
+    elif kind == _TOPIC:
+        if 43 in raw or 35 in raw:
+            return "must not contain the MQTT wildcards + and #"
+        if raw[0] == 36:
+            return "must not start with '$' (reserved for the server's own topics)"
+    elif kind == _OPTFILE:
+        for b in raw:
+            if not (48 <= b <= 57 or 65 <= b <= 90 or 97 <= b <= 122 or b in b"-./_"):
+                return "use letters, digits, '-', '.', '_' and '/' only"
+    return None
 
 
 def validate(raw, warnings=None):
@@ -536,7 +473,7 @@ def validate(raw, warnings=None):
             continue
         value = raw[name]
         if name == "cups":
-            why = _text_error(value, (_STR, None, True, (1, 64)))
+            why = utf8.error(value, (1, 64, 0))
             if why is None:
                 # Accept the printed form "es 1234-5678 ..." and store the compact one,
                 # upper-cased as ASCII only (str.upper() knows Unicode on CPython only).

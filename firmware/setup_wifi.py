@@ -69,12 +69,27 @@ class WifiSettings:
             return None, ["config.json could not be read"]
         raw["wifi_ssid"] = ssid
         raw["wifi_password"] = password
-        # The validator is loaded for the check only: 13 KB (64-bit) that setup mode does not
-        # keep between forms.
-        from firmware import config, unload
-        errors = config.validate(raw)[1]
-        del config
-        unload("config", "cups")
+        # Only the two fields the page changes are checked, with the validator's own rules
+        # for them (firmware/config.py: FIELDS, the wifi_password check in validate(), both
+        # through firmware/utf8.py): the rest of the file passed the whole validator at this
+        # boot (firmware/startup.py), and nothing else writes config.json in setup mode. The
+        # whole validator takes 27 KB of heap to load on the 64-bit port, the largest block
+        # of a form's request, more than setup mode has to spare (README: benchmarks, setup
+        # mode); these rules take about 2 KB. tests/portable/test_setup.py holds the two to
+        # the same verdict.
+        from firmware import unload, utf8
+        errors = []
+        why = utf8.error(ssid, (1, 32, 2))
+        if why is not None:
+            errors.append("wifi_ssid: " + why)
+        why = utf8.error(password, (0, 63, 2))
+        if why is not None:
+            errors.append("wifi_password: " + why)
+        elif password and len(password.encode()) < 8:
+            errors.append("wifi_password: must be empty (open network) or 8 to 63 characters")
+        del utf8
+        unload("utf8")
+        errors.sort()  # as the validator gives them
         return raw, errors
 
     def start(self, now, ssid, password, new=None):

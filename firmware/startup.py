@@ -62,7 +62,7 @@ def load_config(ssl, log=None):
         errors = ["%s: could not be checked (%s: %s)" % (_CONFIG_FILE, type(e).__name__,
                                                          config.escape(e))]
     del config
-    unload("config", "cups")  # boot-only: its code and constants back to the heap
+    unload("config", "cups", "utf8")  # boot-only: its code and constants back to the heap
     return cfg, tls, errors
 
 
@@ -171,7 +171,7 @@ def setup_reason(store, cfg, errors):
         raw.pop("wifi_password", None)
         cfg2, errors2 = config.validate(raw)
         del config
-        unload("config", "cups")
+        unload("config", "cups", "utf8")
         if errors2:
             return None, cfg, errors + errors2  # more than the Wi-Fi is wrong: all of it
         if not cfg2["setup_password"]:

@@ -239,6 +239,22 @@ def test_bad_settings_are_refused_by_the_firmware_validator_naming_the_field():
     assert w.check("x" * 33, "password-1")[1][0].startswith("wifi_ssid:")
 
 
+def test_the_page_gets_the_whole_validator_s_verdict_on_its_two_fields():
+    # firmware/setup_wifi.py checks only the network and password, with the validator's rules
+    # for them (the rest of config.json passed it at boot): the same lines as config.validate
+    # over the whole file, for names and passwords of every kind, on both runtimes.
+    _clk, _hal, w = _settings()
+    texts = ["", " ", "   ", "a", "site-wifi", "x" * 7, "x" * 8, "x" * 32, "x" * 33, "x" * 63,
+             "x" * 64, "caf\u00e9 wifi", "\u00e9" * 16, "\u00e9" * 17, "a\nb", "a\x00", "\x7f",
+             "\u0085", "tab\there", "rtl\u202eoverride", "bom\ufeff", "\U0001f600" * 8,
+             "\U0001f600" * 9, "\ufdd0", "emoji \U0001f4f6 ok", "pass word 1", "\u2028"]
+    for ssid in texts:
+        for password in texts:
+            raw = dict(GOOD, wifi_ssid=ssid, wifi_password=password)
+            assert w.check(ssid, password) == (raw, config.validate(raw)[1]), (ssid, password)
+    assert w.check(None, "password-1")[1] == config.validate(dict(GOOD, wifi_ssid=None))[1]
+
+
 def test_a_wrong_password_says_why_and_keeps_the_old_settings():
     clk, hal, w = _settings()
     before = read_config()

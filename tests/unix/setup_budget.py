@@ -26,7 +26,7 @@ from firmware import wiring
 from firmware.setup_page import render
 
 firmware.config.validate({"wifi_ssid": "site wifi", "wifi_password": "x" * 20})
-unload("config", "cups")
+unload("config", "cups", "utf8")
 gc.collect()
 print("heap used %d" % gc.mem_alloc())
 micropython.qstr_info()
