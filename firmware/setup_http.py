@@ -48,10 +48,14 @@ _SECURITY = {
 
 
 class _Bounded:
-    # The client's stream as microdot reads it.
+    # The client's stream as microdot reads it. What arrived and microdot has not read yet is
+    # _buf[_at:]: a line is cut out of it, the rest is not copied again for every line (on a
+    # browser's 600-byte head, that made a block of the whole head per line), and a chunk joins
+    # only the unread rest, so no block is much larger than the 256 bytes of one read.
     def __init__(self, reader):
         self._r = reader
         self._buf = b""
+        self._at = 0
         self._got = 0  # bytes read from the client
         self._lines = 0
 
@@ -61,38 +65,62 @@ class _Bounded:
             self._got += len(chunk)
             if self._got > limit:
                 raise ValueError("%s over %d bytes" % (what, limit))
-            self._buf += chunk
+            self._buf = self._buf[self._at:] + chunk
+            self._at = 0
         return chunk
+
+    def _cut(self, end):
+        data = self._buf[self._at:end]
+        self._at = end
+        return data
 
     async def readline(self):
         self._lines += 1
         if self._lines > _LINES + 1:
             raise ValueError("more than %d header lines" % _LINES)
         while True:
-            i = self._buf.find(b"\n")
+            i = self._buf.find(b"\n", self._at)
             if i >= 0:
-                line, self._buf = self._buf[:i + 1], self._buf[i + 1:]
-                return line
+                return self._cut(i + 1)
             if not await self._more(256, _HEAD, "request head"):
-                line, self._buf = self._buf, b""
-                return line
+                return self._cut(len(self._buf))
 
     async def readexactly(self, n):
         if n < 0 or n > _BODY:
             raise ValueError("a body of %d bytes" % n)
-        while len(self._buf) < n:
-            if not await self._more(n - len(self._buf), _HEAD + _BODY, "request"):
+        while len(self._buf) - self._at < n:
+            if not await self._more(n - len(self._buf) + self._at, _HEAD + _BODY, "request"):
                 raise EOFError
-        data, self._buf = self._buf[:n], self._buf[n:]
-        return data
+        return self._cut(self._at + n)
 
     async def read(self, n=-1):
         if n < 0 or n > _BODY:
             n = _BODY
-        if not self._buf:
+        if self._at >= len(self._buf):
             await self._more(n, _HEAD + _BODY, "request")
-        data, self._buf = self._buf[:n], self._buf[n:]
-        return data
+        return self._cut(min(self._at + n, len(self._buf)))
+
+
+class _Body:
+    # A response's body as microdot writes it: an object with __anext__ is written as it is.
+    # (Response.body_iter() otherwise makes a class of its own for every response, in the
+    # heap; lib/microdot is third-party and pinned, so _Response below asks for this one.)
+    def __init__(self, pieces):
+        self._pieces = pieces  # an iterator of str, or None: no body
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self._pieces is not None:
+            for p in self._pieces:
+                return p.encode()  # one piece at a time (firmware/setup_page.py)
+        raise StopAsyncIteration
+
+
+class _Response(Response):
+    def body_iter(self):
+        return _Body(self.body if self.body else None)
 
 
 def _printable(e):
@@ -181,17 +209,16 @@ class Portal:
     def _to_page(self, req):
         # Every other host or path: phones' connectivity checks (generate_204,
         # hotspot-detect.html, connecttest.txt, ncsi.txt, success.txt) among them.
-        return Response(status_code=302, headers={"Location": "http://%s/" % self.host})
+        return _Response(status_code=302, headers={"Location": "http://%s/" % self.host})
 
     def _nothing(self, req):
-        return Response(status_code=204)
+        return _Response(status_code=204)
 
     def _html(self, message=None, status=200):
-        # The pieces, encoded one at a time as microdot writes them (a body of unknown length
-        # ends when the connection closes: HTTP/1.0).
-        pieces = render(self._mode, self._issue(), message)
-        return Response((p.encode() for p in pieces), status,
-                        {"Content-Type": "text/html; charset=utf-8"})
+        # The page's pieces, made and encoded one at a time as microdot writes them (a body of
+        # unknown length ends when the connection closes: HTTP/1.0).
+        return _Response(render(self._mode, self._issue(), message), status,
+                         {"Content-Type": "text/html; charset=utf-8"})
 
     def _page(self, req):
         if "scan" in req.args:
@@ -214,7 +241,7 @@ class Portal:
         errors = self._mode.submit(ssid, form.get("password") or "")
         if errors:
             return self._html(("err", "Not changed: " + "; ".join(errors)), 400)
-        return Response(status_code=303, headers={"Location": "/"})
+        return _Response(status_code=303, headers={"Location": "/"})
 
     def _refuse(self, why):
         self.refused += 1
