@@ -75,8 +75,14 @@ def build(hal, log, store, cfg, why, payload=None):
     PATTERNS["setup"] = (2000, 200, 200, 200)  # long on, one blink
     led = StatusLed(hal.led_setter(cfg["status_led_pin"], cfg["status_led_inverted"]),
                     hal.ticks_diff, log)
+    ssid = ap_ssid(name)
+    # Used once, here: out of the heap (about 3 KB on the 64-bit port) before the page server
+    # needs it.
+    del wiring, ap_ssid
+    from firmware import unload
+    unload("wiring", "setup_ssid")
     return SetupMode(hal, log, store, cfg, why, pipeline, led, name, AccessPoint(hal),
-                     WifiSettings(hal, log), ap_ssid(name))
+                     WifiSettings(hal, log), ssid)
 
 
 class SetupMode:
