@@ -1,4 +1,4 @@
-# New Wi-Fi settings in setup mode: checked with the firmware's own validator, tried, kept.
+# New Wi-Fi settings in setup mode: checked with the firmware's own rules, tried, kept.
 #
 # In that order. config.json is written only after the meter joined the network with the new
 # settings, so a power cut while they are being tried leaves the old file as it was, and a
@@ -73,8 +73,8 @@ class WifiSettings:
         # for them (firmware/config.py: FIELDS, the wifi_password check in validate(), both
         # through firmware/utf8.py): the rest of the file passed the whole validator at this
         # boot (firmware/startup.py), and nothing else writes config.json in setup mode. The
-        # whole validator takes 27 KB of heap to load on the 64-bit port, the largest block
-        # of a form's request, more than setup mode has to spare (README: benchmarks, setup
+        # whole validator takes 27 KB of heap to load on the 64-bit port, by far the most a
+        # form's request held, more than setup mode has to spare (README: benchmarks, setup
         # mode); these rules take about 2 KB. tests/portable/test_setup.py holds the two to
         # the same verdict.
         from firmware import unload, utf8
