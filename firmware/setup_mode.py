@@ -90,7 +90,7 @@ def build(hal, log, store, cfg, why, payload=None):
     led = StatusLed(hal.led_setter(cfg["status_led_pin"], cfg["status_led_inverted"]),
                     hal.ticks_diff, log)
     ssid = ap_ssid(name)
-    # Used once, here: out of the heap (about 3 KB on the 64-bit port) before the page server
+    # Used once, here: out of the heap (1.9 KB on the 64-bit port) before the page server
     # needs it.
     del wiring, ap_ssid
     from firmware import unload
