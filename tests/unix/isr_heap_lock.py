@@ -151,6 +151,25 @@ finally:
     micropython.heap_unlock()
 p.service(hal.ticks_ms())
 assert p.index == 5 and p.rejected == 5, (p.index, p.rejected)
-assert hal._st[-1] == 0  # outside a handler, ticks_us reads the clock itself
+assert hal._st[16] == 0  # outside a handler, ticks_us reads the clock itself (_RING)
+
+# Edges microseconds apart on the wire, the second played 5 ms later than the first (the thread
+# preempted between the two), their handlers back to back: the second must not read the clock
+# earlier than the first did, an edge going back in time, which even no debounce takes for
+# bounce. Every one of them is a pulse.
+p = PulseCounter(hal.ticks_us, hal.ticks_diff, 1000, 0, 300)
+hal.pulse_input(None, True, None, p.edge, False)
+micropython.heap_lock()
+try:
+    for _ in range(50):
+        hal._st[2] = 0
+        hal._irq(2)
+        hal._st[3] = -5000
+        hal._irq(3)
+        sleep_ms(1)
+finally:
+    micropython.heap_unlock()
+p.service(hal.ticks_ms())
+assert p.index == 100 and p.rejected == 0, (p.index, p.rejected)
 print("ISR OK: 40000 edges under heap_lock, 0 bytes allocated; hardware-path drain too;"
-      " soft IRQs stamped at their edges' time")
+      " soft IRQs stamped at their edges' time, never earlier than the handler before")
