@@ -105,6 +105,8 @@ _AHEAD_MAX_US = const(100000)  # an edge further ahead is a writer's mistake: pl
 _RING = const(16)  # per-edge lateness slots, > the 4 soft IRQs this port's queue holds
 _PREV_LATE = const(17)  # _RING + 1
 _PREV_US = const(18)  # _RING + 2
+_ASLEEP = const(19)  # 1 while the main thread is in sleep_ms
+_PLAYED = const(20)  # per slot: ticks_us when the edge was played to a sleeping main thread, or -1
 _FAULTS = const("firmware.hal.unix_faults")
 
 
@@ -224,7 +226,10 @@ class Hal:
         # <= 0), 0 outside handlers; _st[0:_RING]: the same per queued edge. See Pulses above.
         # _st[_PREV_LATE], _st[_PREV_US]: the last handler's lateness and the port's ticks_us
         # when it ran (_irq).
-        late = self._st = array("l", [0] * (_RING + 3))
+        # _st[_ASLEEP], _st[_PLAYED:_PLAYED + _RING]: see sleep_ms and _irq.
+        late = self._st = array("l", [0] * (_PLAYED + _RING))
+        for i in range(_RING):
+            late[_PLAYED + i] = -1
         self.ticks_ms = tms
         self.ticks_us = lambda: tadd(tus(), late[_RING])  # allocates nothing: small ints
         self.ticks_diff, self.ticks_add = time.ticks_diff, tadd
@@ -268,17 +273,27 @@ class Hal:
         # its event-poll hook). Sleep in poll() on the wake socket instead: the pulse thread
         # pokes it after scheduling an edge, poll returns, and the handler runs at the next
         # bytecode, as promptly as a soft IRQ on the board and with no busy waiting.
+        # While in here the main thread is idle, as a board's in its sleep, where a soft IRQ runs
+        # within microseconds of its edge: the pulse thread marks the edges it plays meanwhile,
+        # and their handlers read the edge's own time, however late this host wakes the thread
+        # (_irq). Without this a slow wake-up on a loaded host stamps a bounce past the debounce:
+        # measured, 1 bounce in 2400 counted as a pulse in a chunk whose steps all took under
+        # 0.2 ms (tests/e2e/test_e2e_bounce.py, 50 pulses/s, 12 ms).
+        st = self._st
+        st[_ASLEEP] = 1
         if self._net_ms is not None and time.ticks_diff(time.ticks_ms(), self._net_ms) >= \
                 _NET_CHECK_MS:
             self._net_ms = None  # due: the files are looked at again now (_net)
         self._net()
         if self._poll is None:
             time.sleep_ms(ms)
+            st[_ASLEEP] = 0
             return
         end = time.ticks_add(time.ticks_ms(), ms)
         while True:
             left = time.ticks_diff(end, time.ticks_ms())
             if left <= 0:
+                st[_ASLEEP] = 0
                 return
             # ipoll, not poll: poll() returns a new list at every call (on this port, several
             # per main-loop step); ipoll reuses one tuple for what it yields.
@@ -392,9 +407,13 @@ class Hal:
         # lost now and then on a loaded host, tests/e2e/test_e2e_boot.py). Kept relative
         # (the last handler's lateness and when it ended, on the port's own µs clock), so a
         # long silence cannot make an old stamp read as recent.
+        # An edge played while the main thread slept (sleep_ms) is handled at its own time:
+        # what its handler waited for was this host waking the thread, not the firmware.
         late = self._st
         now = time.ticks_us()
         lag = late[i]
+        if late[_PLAYED + i] >= 0:
+            lag -= time.ticks_diff(now, late[_PLAYED + i])
         floor = late[_PREV_LATE] - time.ticks_diff(now, late[_PREV_US])
         if lag < floor <= 0:
             lag = floor
@@ -465,6 +484,7 @@ class Hal:
                         hw.total += 1
                     wait = ((t - (tus() & _EDGE_MASK) + _EDGE_HALF) & _EDGE_MASK) - _EDGE_HALF
                     late[slot] = wait if wait < 0 else 0
+                    late[_PLAYED + slot] = tus() if late[_ASLEEP] else -1
                     try:
                         micropython.schedule(irq, slot)
                         slot = slot + 1 if slot + 1 < _RING else 0
