@@ -23,7 +23,8 @@
 #   A board's GPIO interrupt fires within microseconds of the edge; what is late there is
 #   only the soft IRQ, while the main thread is busy. So while a handler runs, ticks_us reads
 #   earlier by as much as the thread played its edge late (_st): the handler's timestamp is
-#   the edge's time plus the main thread's own latency, as on the board. Only the counter's
+#   the edge's time plus the main thread's own latency, as on the board, and never earlier
+#   than the previous handler's (_irq): handlers run in turn, each reading the clock. Only the counter's
 #   increment lands when the thread plays it (milliseconds, rarely).
 # - Network: METER_NET names a file holding "up" (default), "down" (Wi-Fi lost: no sockets, no
 #   DNS), "nodns" (Wi-Fi up, name resolution fails) or "nontp" (Wi-Fi, DNS and TCP work, NTP's
@@ -102,6 +103,10 @@ _EDGE_MASK = const(0x3FFFFFFF)  # edge times: the low 30 bits of the monotonic �
 _EDGE_HALF = const(0x20000000)
 _AHEAD_MAX_US = const(100000)  # an edge further ahead is a writer's mistake: played then
 _RING = const(16)  # per-edge lateness slots, > the 4 soft IRQs this port's queue holds
+_PREV_LATE = const(17)  # _RING + 1
+_PREV_US = const(18)  # _RING + 2
+_ASLEEP = const(19)  # 1 while the main thread is in sleep_ms
+_PLAYED = const(20)  # per slot: ticks_us when the edge was played to a sleeping main thread, or -1
 _FAULTS = const("firmware.hal.unix_faults")
 
 
@@ -219,7 +224,12 @@ class Hal:
         # _st (a name the firmware interns anyway: pulses.py's state array; one name less):
         # _st[_RING]: how late the pulse thread played the edge whose handler runs now (µs,
         # <= 0), 0 outside handlers; _st[0:_RING]: the same per queued edge. See Pulses above.
-        late = self._st = array("l", [0] * (_RING + 1))
+        # _st[_PREV_LATE], _st[_PREV_US]: the last handler's lateness and the port's ticks_us
+        # when it ran (_irq).
+        # _st[_ASLEEP], _st[_PLAYED:_PLAYED + _RING]: see sleep_ms and _irq.
+        late = self._st = array("l", [0] * (_PLAYED + _RING))
+        for i in range(_RING):
+            late[_PLAYED + i] = -1
         self.ticks_ms = tms
         self.ticks_us = lambda: tadd(tus(), late[_RING])  # allocates nothing: small ints
         self.ticks_diff, self.ticks_add = time.ticks_diff, tadd
@@ -263,17 +273,27 @@ class Hal:
         # its event-poll hook). Sleep in poll() on the wake socket instead: the pulse thread
         # pokes it after scheduling an edge, poll returns, and the handler runs at the next
         # bytecode, as promptly as a soft IRQ on the board and with no busy waiting.
+        # While in here the main thread is idle, as a board's in its sleep, where a soft IRQ runs
+        # within microseconds of its edge: the pulse thread marks the edges it plays meanwhile,
+        # and their handlers read the edge's own time, however late this host wakes the thread
+        # (_irq). Without this a slow wake-up on a loaded host stamps a bounce past the debounce:
+        # measured, 1 bounce in 2400 counted as a pulse in a chunk whose steps all took under
+        # 0.2 ms (tests/e2e/test_e2e_bounce.py, 50 pulses/s, 12 ms).
+        st = self._st
+        st[_ASLEEP] = 1
         if self._net_ms is not None and time.ticks_diff(time.ticks_ms(), self._net_ms) >= \
                 _NET_CHECK_MS:
             self._net_ms = None  # due: the files are looked at again now (_net)
         self._net()
         if self._poll is None:
             time.sleep_ms(ms)
+            st[_ASLEEP] = 0
             return
         end = time.ticks_add(time.ticks_ms(), ms)
         while True:
             left = time.ticks_diff(end, time.ticks_ms())
             if left <= 0:
+                st[_ASLEEP] = 0
                 return
             # ipoll, not poll: poll() returns a new list at every call (on this port, several
             # per main-loop step); ipoll reuses one tuple for what it yields.
@@ -379,10 +399,29 @@ class Hal:
         # The soft IRQ, in the main thread: the handler's ticks_us reads the edge's own time
         # plus how long this callback waited in the queue (see Pulses at the top). i: the
         # edge's slot in _st.
+        # Never earlier than the previous handler read it: on a board, handlers run one after
+        # the other and each reads the clock as it runs. Here an edge the thread played later
+        # than the one before it (preempted between the two) would read earlier than that
+        # one's handler did, when both run back to back: an edge that goes back in time, a
+        # bounce to any debounce, even with none (a gap below 0 ms; measured: 1 pulse in 1234
+        # lost now and then on a loaded host, tests/e2e/test_e2e_boot.py). Kept relative
+        # (the last handler's lateness and when it ended, on the port's own µs clock), so a
+        # long silence cannot make an old stamp read as recent.
+        # An edge played while the main thread slept (sleep_ms) is handled at its own time:
+        # what its handler waited for was this host waking the thread, not the firmware.
         late = self._st
-        late[_RING] = late[i]
+        now = time.ticks_us()
+        lag = late[i]
+        if late[_PLAYED + i] >= 0:
+            lag -= time.ticks_diff(now, late[_PLAYED + i])
+        floor = late[_PREV_LATE] - time.ticks_diff(now, late[_PREV_US])
+        if lag < floor <= 0:
+            lag = floor
+        late[_RING] = lag
+        late[_PREV_LATE] = lag
         self._handler(None)
         late[_RING] = 0
+        late[_PREV_US] = time.ticks_us()  # after the handler: later than anything it read
 
     def _open_doorbell(self):
         import random
@@ -445,6 +484,7 @@ class Hal:
                         hw.total += 1
                     wait = ((t - (tus() & _EDGE_MASK) + _EDGE_HALF) & _EDGE_MASK) - _EDGE_HALF
                     late[slot] = wait if wait < 0 else 0
+                    late[_PLAYED + slot] = tus() if late[_ASLEEP] else -1
                     try:
                         micropython.schedule(irq, slot)
                         slot = slot + 1 if slot + 1 < _RING else 0

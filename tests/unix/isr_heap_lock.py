@@ -14,6 +14,7 @@ from firmware.hal.unix import Hal
 # period), as in the end-to-end tests; otherwise the port's own period.
 hal = Hal()
 sleep_ms = time.sleep_ms
+port_us = time.ticks_us  # the port's own clock, which the pulse thread's marks read
 time = hal  # noqa: F811  (ticks_us, ticks_ms, ticks_diff: the same names)
 
 
@@ -151,6 +152,49 @@ finally:
     micropython.heap_unlock()
 p.service(hal.ticks_ms())
 assert p.index == 5 and p.rejected == 5, (p.index, p.rejected)
-assert hal._st[-1] == 0  # outside a handler, ticks_us reads the clock itself
+assert hal._st[16] == 0  # outside a handler, ticks_us reads the clock itself (_RING)
+
+# Edges microseconds apart on the wire, the second played 5 ms later than the first (the thread
+# preempted between the two), their handlers back to back: the second must not read the clock
+# earlier than the first did, an edge going back in time, which even no debounce takes for
+# bounce. Every one of them is a pulse.
+p = PulseCounter(hal.ticks_us, hal.ticks_diff, 1000, 0, 300)
+hal.pulse_input(None, True, None, p.edge, False)
+micropython.heap_lock()
+try:
+    for _ in range(50):
+        hal._st[2] = 0
+        hal._irq(2)
+        hal._st[3] = -5000
+        hal._irq(3)
+        sleep_ms(1)
+finally:
+    micropython.heap_unlock()
+p.service(hal.ticks_ms())
+assert p.index == 100 and p.rejected == 0, (p.index, p.rejected)
+# A bounce 5 ms after its closure, played on time to a main thread asleep in sleep_ms, whose
+# handler this host got round to 10 ms later (a loaded host waking the thread late): stamped at
+# its edge's time, so still a bounce, as a board's idle soft IRQ would judge it, not a pulse
+# 15 ms after the closure, past the 12 ms debounce. (The pulse thread marks edges so:
+# _st[20 + slot], the port's ticks_us when it played the edge.)
+p = PulseCounter(hal.ticks_us, hal.ticks_diff, 1000, 12, 300)
+hal.pulse_input(None, True, None, p.edge, False)
+micropython.heap_lock()
+try:
+    for _ in range(5):
+        hal._st[2] = 0
+        hal._irq(2)
+        sleep_ms(5)
+        hal._st[3] = 0
+        hal._st[20 + 3] = port_us()
+        sleep_ms(10)
+        hal._irq(3)
+        sleep_ms(30)
+finally:
+    micropython.heap_unlock()
+hal._st[20 + 3] = -1
+p.service(hal.ticks_ms())
+assert p.index == 5 and p.rejected == 5, (p.index, p.rejected)
 print("ISR OK: 40000 edges under heap_lock, 0 bytes allocated; hardware-path drain too;"
-      " soft IRQs stamped at their edges' time")
+      " soft IRQs stamped at their edges' time, never earlier than the handler before, at once"
+      " when played to a sleeping main thread")
