@@ -13,8 +13,17 @@
 #   {"run": 1, "done": "2.0"}            proved itself; UPDATED not yet acknowledged
 #   {"run": 0, "reason": "<why>", "stop": "<fw_checksum>"}   rolled back; FAILED not yet sent
 #   {"run": 0, "stop": "<fw_checksum>"}  that package failed here: never tried again
+#   {"run": 1, ..., "n": 2, "why": "<error>"}  a confirmed slot whose last 2 starts failed
 #
 # (run 0 is the top-level tree; slots are numbers, which MicroPython does not intern.)
+#
+# A confirmed slot can still fail to start later: its flash corrupted after the update proved
+# itself. main.py's guard then calls reboot(), which counts the failed start in the record
+# ("n", with the error); firmware/remote.py drops "n" once a reading is acknowledged again, so
+# the count is of starts that failed in a row. At _FAILS the next boot runs the top-level tree
+# (never touched by an update, so the one known to be whole) and leaves "reason" for it to
+# report as FAILED, with the package's checksum (kept in the slot at unpacking: ota/<n>/fw_checksum)
+# as "stop", so that it is not installed again.
 #
 # A slot on trial counts its boots here, before any of its code runs, and gets _TRIAL_MS per
 # boot to reach the run state and get a PUBACK (firmware/ota.py then drops "tries"). A boot
@@ -41,6 +50,8 @@ except ImportError:  # CPython (the unit tests)
 _RECORD = const("state/bootslot.json")
 _TMP = const("state/bootslot.tmp")
 _TRIES = const(3)  # boots a new firmware gets to prove itself
+_FAILS = const(3)  # failed starts in a row after which a confirmed slot is given up
+_SUM = const("ota/%d/fw_checksum")  # the package a slot was unpacked from (its fw_checksum)
 _TRIAL_MS = const(600000)  # per boot: connect, run, get a PUBACK
 _PAUSE_S = const(5)  # before the reset after a start that failed: never a tight loop
 _PKG = const("ota/pkg.bin")  # firmware/ota.py downloads into it
@@ -182,6 +193,13 @@ def update(obj):
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
         why = "%s: %s" % (type(e).__name__, e) if not isinstance(e, ValueError) else str(e)
     if why is None:
+        try:
+            # Before the switch, like the files: a power cut leaves "new" and a redo.
+            with open(_SUM % slot, "wb") as f:
+                f.write(str(obj.get("sum")).encode())
+        except OSError as e:
+            why = "OSError: %s" % e
+    if why is None:
         print("bootslot: firmware %s unpacked into slot %d" % (obj.get("new"), slot))
         obj = {"run": slot, "last": run, "tries": 0, "version": obj.get("new"),
                "sum": obj.get("sum")}
@@ -217,7 +235,21 @@ def start(obj):
             tries = _TRIES
             obj["why"] = "slot %d is missing" % run
     if not isinstance(tries, int):
-        return run
+        n = obj.get("n")
+        if not run or not isinstance(n, int) or n < _FAILS:
+            return run
+        # A confirmed slot that no longer starts: back to the top-level tree, for good.
+        why = "the firmware in slot %d failed to start %d times in a row (%s)" % (
+            run, n, obj.get("why"))
+        print("bootslot: %s; booting the deployed firmware" % why)
+        sum_ = None
+        try:
+            with open(_SUM % run, "rb") as f:
+                sum_ = f.read(64).decode()
+        except (OSError, ValueError):
+            pass  # unreadable too: the deployed firmware may install the package again
+        write({"run": 0, "reason": why[:160], "stop": sum_})
+        return 0
     if tries < _TRIES:
         obj["tries"] = tries + 1
         write(obj)  # before the slot's code runs: a crash in it counts
@@ -274,11 +306,17 @@ def reboot(e):
     # main.py: the firmware could not even start (an update that fails at import). Without
     # this the board would drop to the REPL and stay there. On trial, the reason is kept for
     # the FAILED report, should it roll back.
+    # A confirmed slot counts its failed start ("n"): after _FAILS in a row, start() gives it
+    # up. The top-level tree (run 0) has nothing to fall back to: it only pauses and resets.
     sys.print_exception(e)  # pyright: ignore[reportAttributeAccessIssue]
     try:
         obj = read()
-        if obj is not None and isinstance(obj.get("tries"), int):
+        if obj is not None and (isinstance(obj.get("tries"), int) or obj.get("run") in (1, 2)):
             obj["why"] = ("%s: %s" % (type(e).__name__, e))[:80]
+            if not isinstance(obj.get("tries"), int):
+                n = obj.get("n")
+                obj["n"] = (n if isinstance(n, int) else 0) + 1
+            # power cut here: the old record, one failed start not counted; the next one is
             write(obj)
     except Exception:
         pass

@@ -123,6 +123,12 @@ class Remote:
                 rec = {"run": rec.get("run"), "done": version.VERSION}
                 self._store.write("bootslot", rec)
                 self._log.info("remote", "firmware %s confirmed", version.VERSION)
+            elif isinstance(rec, dict) and "n" in rec:
+                # Started after failed starts (bootslot.py counts them; it gives a slot up
+                # after a few in a row): this start worked, the count begins again.
+                rec.pop("n")
+                rec.pop("why", None)
+                self._store.write("bootslot", rec)
             if isinstance(rec, dict) and ("done" in rec or "reason" in rec):
                 self.firmware(meter)  # UPDATED, or FAILED after a rollback
         while self._inbox and link.connected:  # a reprovision closes the session

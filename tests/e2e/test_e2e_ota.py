@@ -66,7 +66,8 @@ def _v1(tmp_path, device_dir):
     return make_tree(str(tmp_path / "v1"), device_dir, "1.0.0")
 
 
-def test_update_from_v1_to_v2(tmp_path, device_dir, sim, meters):
+def test_update_from_v1_to_v2_then_its_slot_corrupted_falls_back_to_v1(tmp_path, device_dir, sim,
+                                                                        meters):
     v1 = _v1(tmp_path, device_dir)
     v2 = package(make_tree(str(tmp_path / "v2"), device_dir, "2.0.0"), "2.0.0")
     m = meters(_cfg(sim), v1)
@@ -98,6 +99,27 @@ def test_update_from_v1_to_v2(tmp_path, device_dir, sim, meters):
     assert _booted(m, "2.0.0", 30, t1), m.text(t1)
     assert m.wait_for(r"state: \S+ -> run", 30, t1)
     assert not m.count(r"ota: downloading", t1)
+    # Then the slot's flash goes bad, after the update proved itself: its firmware no longer
+    # imports. Three failed starts in a row (main.py's guard, a traceback each), then the
+    # deployed v1 runs, reports FAILED with the reason, and v2 is not installed again.
+    m.power_cut()
+    m.put_file("ota/1/firmware/__init__.mpy", b"M\x06garbage" * 10)
+    m.tracebacks = 3
+    t2 = time.time()
+    m.power_on()
+    why = (r"the firmware in slot 1 failed to start 3 times in a row "
+           r"\(ValueError: incompatible \.mpy file\)")
+    assert m.wait_for(r"bootslot: %s; booting the deployed firmware" % why, 60, t2), m.text(t2)
+    assert _booted(m, "1.0.0", 30, t2), m.text(t2)
+    assert sim.wait_for(lambda: _failed(sim), 60), fw_states(sim, NAME)
+    assert _failed(sim)[0].startswith("the firmware in slot 1 failed to start 3 times in a row")
+    assert sim.wait_for(lambda: current_version(sim, NAME) == "1.0.0", 30)
+    n = len([e for e in sim.telemetry(NAME) if "pulses" in e["values"]])
+    assert sim.wait_for(lambda: len([e for e in sim.telemetry(NAME) if "pulses" in e["values"]])
+                        > n, 60)
+    assert m.wait_for(r"failed on this meter before; not tried again", 30, t2), m.text(t2)
+    assert m.record("bootslot") == {"run": 0, "stop": sim.ota_packages()[0]["checksum"]}
+    assert not m.count(r"ota: downloading", t2)
 
 
 def _running_v1(tmp_path, device_dir, sim, meters, **kw):

@@ -7,6 +7,8 @@ import hashlib
 import json
 import os
 import shutil
+import sys
+import time
 
 import pytest
 
@@ -21,6 +23,15 @@ def _flash(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "ilistdir", lambda p: [(e.name, 0x4000 if e.is_dir() else 0x8000, 0)
                                                    for e in os.scandir(p)], raising=False)
     monkeypatch.setattr(bootslot, "reset", lambda: (_ for _ in ()).throw(SystemExit("reset")))
+    # reboot(): MicroPython's sys.print_exception, and no 5 s pause here
+    monkeypatch.setattr(sys, "print_exception", lambda e: None, raising=False)
+    monkeypatch.setattr(time, "sleep", lambda s: None)
+
+
+def failed_start(e=ValueError("incompatible .mpy file")):
+    """main.py's guard: the firmware could not even start."""
+    with pytest.raises(SystemExit):
+        bootslot.reboot(e)
 
 
 def slot_tree(n):
@@ -65,6 +76,48 @@ def test_a_confirmed_slot_boots_and_a_missing_one_rolls_back():
     bootslot.write({"run": 2, "last": 1, "tries": 1, "version": "3.0", "sum": "s3"})
     assert bootslot.start(bootslot.read()) == 1  # slot 2 is not there: back to 1
     assert "slot 2 is missing" in bootslot.read()["reason"]
+
+
+def test_a_confirmed_slot_that_fails_to_start_three_times_in_a_row_is_given_up(capsys):
+    # Its flash corrupted after the update proved itself: main.py's guard calls reboot() at
+    # every start; the fourth boot runs the deployed tree, which reports FAILED with the reason
+    # and never installs that package again ("stop": its checksum, kept in the slot).
+    slot_tree(2)
+    with open("ota/2/fw_checksum", "wb") as f:
+        f.write(b"ab" * 32)
+    bootslot.write({"run": 2, "done": "2.0"})
+    for n in (1, 2, 3):
+        assert bootslot.start(bootslot.read()) == 2
+        failed_start()
+        assert bootslot.read()["n"] == n
+    capsys.readouterr()
+    assert bootslot.start(bootslot.read()) == 0
+    why = ("the firmware in slot 2 failed to start 3 times in a row "
+           "(ValueError: incompatible .mpy file)")
+    assert bootslot.read() == {"run": 0, "reason": why, "stop": "ab" * 32}
+    assert capsys.readouterr().out == "bootslot: %s; booting the deployed firmware\n" % why
+    assert bootslot.start(bootslot.read()) == 0  # for good
+
+
+def test_failed_starts_count_only_in_a_row_and_the_deployed_tree_just_resets():
+    slot_tree(1)
+    bootslot.write({"run": 1})
+    failed_start()
+    failed_start()
+    rec = bootslot.read()
+    assert rec["n"] == 2 and rec["why"] == "ValueError: incompatible .mpy file"
+    del rec["n"]  # a reading acknowledged again (firmware/remote.py): the count starts over
+    bootslot.write(rec)
+    failed_start()
+    failed_start()
+    assert bootslot.start(bootslot.read()) == 1
+    # The deployed tree has nothing to fall back to: no count, only the pause and the reset.
+    bootslot.write({"run": 0, "stop": "s1"})
+    failed_start()
+    assert bootslot.read() == {"run": 0, "stop": "s1"}
+    # A package whose slot checksum is unreadable is given up all the same.
+    bootslot.write({"run": 1, "n": 3, "why": "x"})
+    assert bootslot.start(bootslot.read()) == 0 and bootslot.read()["stop"] is None
 
 
 def _tree(tmp_path, files):
@@ -180,11 +233,12 @@ class _CutFlash:
         self._rename(a, b)
 
 
-@pytest.mark.parametrize("proves", [True, False])
+@pytest.mark.parametrize("proves,breaks", [(True, False), (False, False), (True, True)])
 def test_a_power_cut_at_any_write_never_keeps_the_meter_from_booting_nor_loses_the_verdict(
-        tmp_path, monkeypatch, proves):
+        tmp_path, monkeypatch, proves, breaks):
     # The whole life of an update at boot (unpacking, the switch, the trial boots, the
-    # confirmation or the rollback), cut at each of its writes in turn, then booted until it
+    # confirmation or the rollback; with breaks, the confirmed slot failing at every start
+    # afterwards until it is given up), cut at each of its writes in turn, then booted until it
     # settles: every boot runs a tree that is there, and the end is the new firmware
     # confirmed, or the old one with the reason to report (FAILED), never neither.
     data = ota_package.pack(_tree(tmp_path, FILES), "meter-firmware", "2.0")
@@ -200,7 +254,7 @@ def test_a_power_cut_at_any_write_never_keeps_the_meter_from_booting_nor_loses_t
         monkeypatch.setattr(bootslot, "open", cut.open, raising=False)
         monkeypatch.setattr(bootslot.os, "rename", cut.rename)
         cut_seen = False
-        for boot in range(12):
+        for boot in range(16):
             try:
                 slot = bootslot.start(bootslot.read())
                 assert slot in (0, 1, 2)
@@ -209,13 +263,19 @@ def test_a_power_cut_at_any_write_never_keeps_the_meter_from_booting_nor_loses_t
                 rec = bootslot.read()
                 if proves and slot and isinstance(rec.get("tries"), int):
                     bootslot.write({"run": slot, "done": rec["version"]})  # firmware/remote.py
+                elif breaks and slot:
+                    bootslot.reboot(ValueError("incompatible .mpy file"))  # main.py's guard
             except SystemExit:
                 continue  # unpacked (or refused): the reset
             except PowerCut:
                 cut_seen = True
         monkeypatch.setattr(bootslot.os, "rename", _CutFlash._rename)
         rec = bootslot.read()
-        if proves:
+        if breaks:
+            assert rec == {"run": 0, "stop": hashlib.sha256(data).hexdigest(), "reason":
+                           "the firmware in slot 1 failed to start 3 times in a row "
+                           "(ValueError: incompatible .mpy file)"}, (k, rec)
+        elif proves:
             assert rec == {"run": 1, "done": "2.0"}, (k, rec)
         else:
             assert rec is not None and rec["run"] == 0 and "reason" in rec, (k, rec)

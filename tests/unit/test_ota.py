@@ -183,3 +183,19 @@ def test_readings_go_first_chunks_wait_for_an_empty_queue():
                  if t == "v1/devices/me/telemetry"]
     readings = [m for m in telemetry if "pulses" in json.dumps(m)]
     assert len(readings) >= 2  # kept flowing while ~16 chunks came
+
+
+def _write_record(name, obj):
+    os.makedirs("state", exist_ok=True)
+    body = json.dumps(obj).encode()
+    with open("state/%s.json" % name, "wb") as f:
+        f.write(body + b"\n%08x\n" % (binascii.crc32(body) & 0xFFFFFFFF))
+
+
+def test_a_reading_acknowledged_clears_the_count_of_failed_starts():
+    # bootslot.py counts a confirmed slot's failed starts ("n") and gives the slot up after a
+    # few in a row: a start that gets a reading acknowledged ends the row (firmware/remote.py).
+    _write_record("bootslot", {"run": 1, "n": 2, "why": "ValueError: incompatible .mpy file"})
+    rig = Rig(broker=FakeBroker())
+    assert rig.run(60000, until=lambda: record("bootslot") == {"run": 1}), record("bootslot")
+    assert not rig.hal.resets
