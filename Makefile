@@ -57,6 +57,7 @@ test: venv lib typings
 
 # The firmware on the MicroPython Unix port against tbsim, metering a simulated household.
 # METERS=N  LOAD_W=W (constant load)  DURATION=S  REPORT=file.json  SPEEDUP=X (daily profile)
+# OTA=1 (a firmware update rolled out to the meters once they run)
 sim: $(VENV)/.stamp-sim lib
 	$(if $(MICROPYTHON),MICROPYTHON="$(MICROPYTHON)") $(PY) -m lab.sim
 

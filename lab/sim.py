@@ -2,8 +2,8 @@
 reporting to a local ThingsBoard-compatible server (tbsim).
 
     .venv/bin/python -m lab.sim [--meters N] [--load-w W] [--duration S] [--speedup X]
-                                [--report FILE.json]
-    make sim [METERS=N] [LOAD_W=W] [DURATION=S] [SPEEDUP=X] [REPORT=FILE.json]
+                                [--report FILE.json] [--ota]
+    make sim [METERS=N] [LOAD_W=W] [DURATION=S] [SPEEDUP=X] [REPORT=FILE.json] [OTA=1]
 
 Each virtual meter boots the same main.py and firmware/ as the ESP32 (as .mpy, with an
 ESP32-sized heap), provisions itself, sends its supplier key and CUPS once, then publishes what
@@ -19,6 +19,13 @@ the true load. Ctrl-C or DURATION ends the run: the loads stop, the meters publi
 reading, and the summary compares the pulses played with the energy the server holds. The
 report (REPORT, default run/sim/sim.json) and beside it one chart per meter
 (<report>-meter-<uid>.png: lab/charts.py) are written at the end.
+
+OTA=1 adds a firmware rollout (README: firmware updates): before the meters boot, a package of
+their tree stamped with another version ("<version>+ota") is built as `make ota-package` builds
+one (tools/ota_package.py); once every meter is in the run state it is uploaded to the server
+and assigned to the meters' profile, as a utility does in ThingsBoard, and the events show each
+meter downloading, switching and reporting the new version. The run then succeeds only if every
+meter reports it.
 """
 
 import argparse
@@ -38,6 +45,7 @@ from tbsim import Profile, TBSim
 from firmware.cups import check_letters
 from firmware.config import DEFAULT_SUPPLIER_ATTR
 from firmware.log import mask
+from tools import build_device, ota_package
 
 PER_KWH = 10000  # an LED meter: a pulse every 3.6 s at 100 W, several a second at 3 kW
 PUBLISH_S, PERSIST_S = 5, 10  # the meters' publish_interval_s and persist_interval_s
@@ -83,6 +91,55 @@ def meter_config(i, mqtt_port):
         "pulse_pin": 4, "pulses_per_kwh": PER_KWH, "publish_interval_s": PUBLISH_S,
         "persist_interval_s": PERSIST_S, "health_interval_s": 60,
         "access_token": "sim-device-token-%04d" % (i + 1)}
+
+
+class Rollout:
+    """OTA=1: the package (built now, before the meters boot), its upload and assignment once
+    every meter runs, and which meters report it."""
+
+    def __init__(self, device_dir, work):
+        title, version, _source = build_device.firmware_version()
+        self.title, self.version = title, version + "+ota"
+        tree = ota_package.stamped(device_dir, os.path.join(work, "ota-tree"), title, self.version)
+        self.data = ota_package.pack(tree, title, self.version)
+        self.assigned = None  # host time of the assignment
+        self.done = None  # host time every meter reported the new version
+        self.updated = set()  # meters reporting it
+
+    def describe(self):
+        import hashlib
+        return "ota | package %s %s: %d bytes, SHA256 %s (tools/ota_package.py)" % (
+            self.title, self.version, len(self.data), hashlib.sha256(self.data).hexdigest()[:16])
+
+    def step(self, sim, view):
+        tracks = view.tracks
+        if self.assigned is None:
+            if tracks and all(any(s == "run" for _t, s in t.states) for t in tracks):
+                info = sim.add_ota_package(self.title, self.version, data=self.data)
+                sim.assign_ota(profile=KEY, firmware=info["id"])
+                self.assigned = time.time()
+                view.note("server | OTA package %s %s uploaded and assigned to profile %s" % (
+                    self.title, self.version, KEY))
+            return
+        for t in tracks:
+            # Updated as ThingsBoard's dashboard has it: the new version reported, and UPDATED
+            # (the meter's own report once the new firmware has proved itself on trial).
+            lt = (sim.device(t.name) or {}).get("latestTelemetry", {})
+            ver = lt.get("current_fw_version")
+            if ver == self.version and lt.get("fw_state") == "UPDATED" and \
+                    t.name not in self.updated:
+                self.updated.add(t.name)
+                view.note("ota | %s reports firmware %s (%d of %d meters)" % (
+                    t.name, ver, len(self.updated), len(tracks)))
+        if self.done is None and len(self.updated) == len(tracks):
+            self.done = time.time()
+            view.note("ota | rollout done: all %d meter(s) report firmware %s, %.0f s after the "
+                      "assignment" % (len(tracks), self.version, self.done - self.assigned))
+
+    def status(self, n):
+        if self.assigned is None:
+            return "OTA %s: waiting for every meter to run" % self.version
+        return "OTA %s: %d of %d meter(s) updated" % (self.version, len(self.updated), n)
 
 
 class Clock:
@@ -165,6 +222,7 @@ class LiveView:
         self.events_seen = 0
         self.feed = []  # recent events, newest last (the terminal view)
         self._pending = []  # (host time, sequence, line) noted, not yet shown
+        self.rollout = None  # OTA=1: the Rollout, for the terminal's heading
         self._seq = 0
         self._lock = threading.Lock()
 
@@ -208,8 +266,11 @@ class LiveView:
             track.states.append((time.time(), state.group(1)))
         if "provision:" in text and track is not None and (" SUCCESS" in text or " E " in line):
             track.provisioned = text.split("provision: ", 1)[1]
+        if line.startswith("bootslot:"):  # the boot code prints, without the log's prefix
+            text = line
         if (" state: " in line or "provision:" in line or "attributes:" in line or " E " in line
-                or " W " in line):
+                or " W " in line or " ota: " in line or text.startswith("bootslot:")
+                or " remote: firmware" in line or "meter firmware starting" in line):
             self.note("meter-%s | %s" % (meter.uid, text))
 
     # --- what the server holds -----------------------------------------------------------------
@@ -247,6 +308,9 @@ class LiveView:
         track.seen = len(series)
         for entry in fresh:
             v = entry.get("values") or {}
+            if "fw_state" in v:  # a firmware update's progress (ThingsBoard's, then the meter's)
+                self.note("server | %s fw_state %s%s" % (
+                    track.name, v["fw_state"], " (%s)" % v["fw_error"] if v.get("fw_error") else ""))
             if "pulses" not in v:
                 continue  # a health message
             at = entry["ts"] / 1000.0
@@ -303,6 +367,8 @@ class LiveView:
             len(self.tracks), "simulated %s, %.0f s in" % (self.clock.time_of_day(),
                                                             self.clock.elapsed())
             if self.clock.speedup else "%.0f s in" % self.clock.elapsed()), ""]
+        if self.rollout is not None:
+            head.insert(1, self.rollout.status(len(self.tracks)))
         body = head + self.rows() + [""] + ["  " + l for l in legend(self.clock, self.per_kwh)]
         story = self.boot_story()
         room = height - len(body) - 6  # two headings, two blank lines, at least two events
@@ -375,6 +441,7 @@ def summary(sim, tracks, loads_off=None):
             "server_power_w_median": powers[len(powers) // 2] if powers else None,
             "attributes": dev.get("clientAttributes", {}).get("CUPs") is not None,
             "boots": m.boots,
+            "firmware": lt.get("current_fw_version"),
         })
     return result
 
@@ -417,6 +484,8 @@ def main(argv=None):
                     help="how much faster than real time the daily profile runs (288: a day in 5 min)")
     ap.add_argument("--seed", type=int, default=int(os.getenv("SEED") or 1))
     ap.add_argument("--keep", action="store_true", help="keep the work directory (flash images, logs)")
+    ap.add_argument("--ota", action="store_true", default=os.getenv("OTA") not in (None, "", "0"),
+                    help="roll out a firmware update once every meter runs (make sim OTA=1)")
     a = ap.parse_args(argv)
 
     device_dir = ensure_device_tree()
@@ -432,7 +501,12 @@ def main(argv=None):
     day_s = 86400.0 / a.speedup
     watcher = FlashWatcher(view.tracks)
     result, end = [], time.time()
+    rollout = None
     try:
+        if a.ota:
+            rollout = view.rollout = Rollout(device_dir, work)
+            view.note(rollout.describe())
+            view.flush()
         for i in range(a.meters):
             uid, cfg = meter_config(i, sim.mqtt_port)
             m = VirtualMeter(os.path.join(work, uid), cfg, device_dir, uid=uid, echo=view.on_console)
@@ -450,6 +524,9 @@ def main(argv=None):
             # The server is polled 4 times a second (events print within 0.25 s, in order);
             # the terminal is redrawn twice a second, the chart's samples taken once.
             view.poll_server()
+            if rollout is not None:
+                rollout.step(sim, view)
+                view.flush()
             if tick % 4 == 0:
                 view.sample()
             if tty and tick % 2 == 0:
@@ -471,6 +548,8 @@ def main(argv=None):
             time.sleep(0.5)
         view.poll_server()
         view.sample()
+        if rollout is not None:
+            rollout.step(sim, view)
         watcher.stop()
         result = summary(sim, view.tracks, view.loads_off)
         for track in view.tracks:
@@ -484,6 +563,13 @@ def main(argv=None):
             print("  %-20s injected %8d pulses  server %8s pulses  %12s kWh  %s" % (
                 r["meter"], r["pulses_injected"], r["server_pulses"], r["server_energy_kwh"],
                 "AGREE" if r["agree"] else "DISAGREE"))
+        if rollout is not None:
+            for r in result:
+                r["updated"] = r["meter"] in rollout.updated
+            print("  OTA %s: %d of %d meter(s) report it%s" % (
+                rollout.version, sum(r["updated"] for r in result), len(result),
+                "" if rollout.done is None else ", %.0f s after the assignment" % (
+                    rollout.done - rollout.assigned)))
         if view.tracks:
             os.makedirs(os.path.dirname(os.path.abspath(a.report)), exist_ok=True)
             paths = draw_charts(view, a.report, end)
@@ -497,7 +583,7 @@ def main(argv=None):
                 _shown(a.report), ", ".join(_shown(p) for p in paths.values())))
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
-    return 0 if result and all(r["agree"] for r in result) else 1
+    return 0 if result and all(r["agree"] and r.get("updated", True) for r in result) else 1
 
 
 def _shown(path):

@@ -68,6 +68,29 @@ def pack(tree, title, version):
     return data
 
 
+def stamped(tree, dest, title, version, march=None):
+    """A copy of a built device tree at dest whose firmware says title and version (its
+    firmware/version module compiled again): an update a meter can tell from what it runs.
+    `make sim OTA=1` (lab/sim.py) packs one this way."""
+    import shutil
+    import subprocess
+    import tempfile
+    if os.path.exists(dest):
+        shutil.rmtree(dest)
+    shutil.copytree(tree, dest)
+    module = build_device.VERSION_MODULE
+    with tempfile.TemporaryDirectory() as gen:
+        src = os.path.join(gen, "version.py")
+        with open(src, "w") as f:
+            f.write(build_device.version_module_text(title, version, "tools/ota_package.py"))
+        cmd = [build_device.MPY_CROSS, "-O2", "-s", build_device.source_name(module), "-o",
+               os.path.join(dest, module + ".mpy"), src]
+        if march:
+            cmd.insert(1, "-march=" + march)
+        subprocess.run(cmd, check=True)
+    return dest
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("tree", nargs="?", help="a built device tree (default: build the board's)")

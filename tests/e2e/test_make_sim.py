@@ -124,3 +124,35 @@ def test_make_sim_constant_load_reports_the_true_power(tmp_path):
     # (tests/portable/test_pulses.py).
     assert m["agree"] and 10 <= m["pulses_injected"] <= 17
     assert abs(m["server_power_w_median"] - 360) <= 3.6, m
+
+
+def test_make_sim_ota_rolls_out_a_new_version(tmp_path):
+    # make sim OTA=1: a package of the meters' tree stamped "<version>+ota", built as make
+    # ota-package builds one, uploaded and assigned once the meter runs; it downloads, switches,
+    # proves itself and reports the new version. The download takes about 35 s (107 KB at
+    # 512 bytes per chunk, paced, readings first): 75 s of run leave room on a loaded machine.
+    report = tmp_path / "sim.json"
+    rc, timed, err = run_sim(["--meters", "1", "--load-w", "360", "--duration", "75", "--ota",
+                              "--report", str(report)], timeout=180)
+    out = "\n".join(l for _t, l in timed)
+    assert rc == 0, out[-3000:] + err[-2000:]
+    ver = re.search(r"ota \| package meter-firmware (\S+): \d+ bytes, SHA256 [0-9a-f]+", out).group(1)
+    assert ver.endswith("+ota")
+    v = re.escape(ver)
+    story = [r"server \| OTA package meter-firmware %s uploaded and assigned" % v,
+             r"meter-5e0000000001 \| I ota: downloading firmware %s \(\d+ bytes, SHA256\)" % v,
+             r"server \| meter-5e0000000001 fw_state DOWNLOADING",
+             r"meter-5e0000000001 \| I ota: firmware %s verified; restarting to apply it" % v,
+             r"meter-5e0000000001 \| bootslot: firmware %s unpacked into slot 1" % v,
+             r"meter-5e0000000001 \| I main: meter firmware starting on unix: meter-firmware %s$" % v,
+             r"meter-5e0000000001 \| I remote: firmware %s confirmed" % v,
+             r"server \| meter-5e0000000001 fw_state UPDATED",
+             r"ota \| rollout done: all 1 meter\(s\) report firmware %s, \d+ s after" % v]
+    at = 0
+    for rx in story:  # in this order
+        hits = [i for i, (_t, l) in enumerate(timed) if i >= at and re.search(rx, l)]
+        assert hits, (rx, out[-3000:])
+        at = hits[0]
+    assert "  OTA %s: 1 of 1 meter(s) report it" % ver in out
+    (m,) = json.loads(report.read_text())["meters"]
+    assert m["firmware"] == ver and m["updated"] and m["agree"], m
