@@ -10,7 +10,7 @@ import os
 import time
 
 import pytest
-from e2e_support import KEY, base_config, device_name
+from e2e_support import KEY, base_config, cups_for, device_name
 from ota_support import current_version, fw_states, make_tree, package, roll_out
 
 from conftest import HEAP, TICKS_ENV
@@ -34,7 +34,8 @@ def meters(tmp_path):
     def make(cfg, tree, tracebacks=0, **kw):
         kw["env"] = dict(TICKS_ENV, **(kw.get("env") or {}))
         kw.setdefault("heap", OTA_HEAP)
-        m = VirtualMeter(str(tmp_path / "meter"), cfg, tree, **kw)
+        m = VirtualMeter(str(tmp_path / ("meter-" + kw["uid"] if "uid" in kw else "meter")), cfg,
+                         tree, **kw)
         m.tracebacks = tracebacks
         made.append(m)
         return m
@@ -223,65 +224,112 @@ def test_a_firmware_that_never_connects_is_rolled_back(tmp_path, device_dir, sim
     assert current_version(sim, NAME) == "1.0.0"
 
 
-@pytest.mark.parametrize("seed", [18])
-def test_power_cuts_through_download_switch_and_first_boot(tmp_path, device_dir, sim, meters, seed):
-    """30 power cuts at seeded random instants from the announcement on (download, verify, the
-    unpacking at boot, the trial boots): the meter ends on v2 confirmed, or on v1 with FAILED
-    (cuts can use up the trial's boots), and in either case it reports."""
-    import random
-    rnd = random.Random(seed)
-    v2 = package(make_tree(str(tmp_path / "v2"), device_dir, "2.0.0"), "2.0.0")
-    m = _running_v1(tmp_path, device_dir, sim, meters)
-    roll_out(sim, KEY, v2, "2.0.0")
-    cuts = 0
-    while cuts < 30:
-        time.sleep(rnd.uniform(0.3, 4.0))
+_LAST_GOOD_TRIAL = 2  # trial boots a cut may take: the third must prove itself (bootslot.py)
+
+
+def _cuts_through_an_update(m, sim, rnd, chunks, out):
+    """One meter's seeded power cuts, each followed at once by the power coming back: at random
+    instants through the download (and one aimed at its last chunks: the checksum over the
+    whole package), then aimed at the hand-over (the record says "new": the unpacking at boot),
+    then in the first boots on trial, at most _LAST_GOOD_TRIAL of them (one more would use up
+    the trial: a rollback, by design, that a good package must not get here). out: the phase of
+    each cut, from the slot record the cut left."""
+    def cut(phase=None):
         m.power_cut()
-        cuts += 1
+        rec = m.record("bootslot") or {}
+        out.append(phase or ("first boot" if isinstance(rec.get("tries"), int) else
+                             "switch" if "new" in rec else
+                             "confirmed" if rec.get("run") in (1, 2) else "download"))
+        return rec
+
+    def asked():  # the highest chunk this meter has asked for
+        return max([e["chunk"] for e in sim.events("publish")
+                    if e.get("ota") and e.get("device") == device_name(m.uid)] or [-1])
+
+    def settled():
+        return m.count(r"ota: (firmware \S+ verified|update failed)")
+
+    aimed = False
+    while not settled():
+        # The next cut: after a random wait, or soon after the last chunks are asked for (once:
+        # the checksum over the whole package follows them); the hand-over as soon as it comes.
+        until, aim = time.time() + rnd.uniform(0.5, 2.5), False
+        while time.time() < until and not settled():
+            if not aimed and asked() >= chunks - 3:
+                aimed = aim = True
+                time.sleep(rnd.uniform(0, 0.4))
+                break
+            time.sleep(0.05)
+        if settled():
+            break
+        cut()
+        if aim and out[-1] == "download":
+            out[-1] = "verify"
         m.power_on()
-    t_end = time.time()
-    done = lambda: ("UPDATED", None) in fw_states(sim, NAME) or _failed(sim)  # noqa: E731
-    assert sim.wait_for(done, 300), (fw_states(sim, NAME), m.text(t_end)[-3000:])
-    assert m.wait_for(r"state: \S+ -> run", 120, t_end), m.text(t_end)[-3000:]
-    ver = "2.0.0" if ("UPDATED", None) in fw_states(sim, NAME) else "1.0.0"
-    assert sim.wait_for(lambda: current_version(sim, NAME) == ver, 60)
-    # Reporting: readings after the last cut reach the server.
-    n = len([e for e in sim.telemetry(NAME) if "pulses" in e["values"]])
-    assert sim.wait_for(lambda: len([e for e in sim.telemetry(NAME) if "pulses" in e["values"]])
-                        > n, 60)
-    print("power cuts: %d, ended on %s, states %s" % (cuts, ver, [s for s, _e in fw_states(sim, NAME)]))
-
-
-@pytest.mark.parametrize("seed", [7, 29])
-def test_power_cuts_at_the_switch_and_the_first_boots(tmp_path, device_dir, sim, meters, seed):
-    """Cuts aimed at the hand-over: right after VERIFIED (the record says "new"), during the
-    unpacking at boot, and during the trial boots. Ends on v2 confirmed, or on v1 with FAILED
-    (cuts can use up the trial's boots); reporting either way."""
-    import random
-    rnd = random.Random(seed)
-    v2 = package(make_tree(str(tmp_path / "v2"), device_dir, "2.0.0"), "2.0.0")
-    m = _running_v1(tmp_path, device_dir, sim, meters)
-    roll_out(sim, KEY, v2, "2.0.0")
-    assert m.wait_for(r"ota: firmware 2\.0\.0 verified", 120), m.text()[-3000:]
-    cuts = 0
-    for _ in range(3):  # the hand-over record, then the unpacking at boot
+    rec = {"new": 1} if m.count(r"ota: firmware \S+ verified") else {}
+    for _ in range(3):  # the hand-over: while the package waits to be unpacked
+        if "new" not in rec:
+            break
         time.sleep(rnd.uniform(0, 0.4))
-        m.power_cut()
-        cuts += 1
+        rec = cut()
         m.power_on()
-    t = time.time()
-    if m.wait_for(r"bootslot: firmware 2\.0\.0 unpacked", 30, t - 5):
-        for _ in range(2):  # the first boots on trial
-            time.sleep(rnd.uniform(0.1, 1.5))
-            m.power_cut()
-            cuts += 1
-            m.power_on()
+    for _ in range(8):  # bounded: a cut that lands in the unpacking again counts no boot
+        if not (isinstance(rec.get("tries"), int) or "new" in rec) or \
+                rec.get("tries", 0) >= _LAST_GOOD_TRIAL:
+            break
+        time.sleep(rnd.uniform(0.1, 1.5))
+        rec = cut()
+        m.power_on()
+
+
+@pytest.mark.parametrize("seed", [18])
+def test_a_fleet_through_over_100_seeded_power_cuts(tmp_path, device_dir, sim, meters, seed):
+    """Four meters updated at once, each cut off at seeded instants through the download, the
+    checksum, the hand-over and the unpacking at boot, and its first boots on trial, over 100
+    cuts in all; one meter's package is corrupted on the server. Each ends on v2 confirmed (the
+    corrupted one: on v1 with FAILED), and every one reports."""
+    import random
+    import threading
+    v2 = package(make_tree(str(tmp_path / "v2"), device_dir, "2.0.0"), "2.0.0")
+    v1 = _v1(tmp_path, device_dir)
+    uids = ["0a0000000%03d" % i for i in range(4)]
+    fleet = [meters(base_config(sim, health_interval_s=5, cups=cups_for(i + 1)), v1, uid=u)
+             for i, u in enumerate(uids)]
+    for m in fleet:
+        m.power_on()
+    names = [device_name(u) for u in uids]
+    assert sim.wait_for(lambda: all(current_version(sim, n) == "1.0.0" for n in names), 60)
+    bad = sim.add_ota_package("meter-firmware", "2.0.1", data=v2)
+    pkg = sim.store.ota_packages[bad["id"]]
+    pkg.data = pkg.data[:5000] + bytes([pkg.data[5000] ^ 1]) + pkg.data[5001:]
+    sim.assign_ota(device=names[3], firmware=bad["id"])
+    roll_out(sim, KEY, v2, "2.0.0")
+    phases = [[] for _ in fleet]
+    threads = [threading.Thread(target=_cuts_through_an_update, daemon=True, args=(
+        m, sim, random.Random(seed * 100 + i), -(-len(v2) // 512), phases[i]))
+        for i, m in enumerate(fleet)]
+    t0 = time.time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(400)
+    assert not any(t.is_alive() for t in threads)
     t_end = time.time()
-    done = lambda: ("UPDATED", None) in fw_states(sim, NAME) or _failed(sim)  # noqa: E731
-    assert sim.wait_for(done, 240), (fw_states(sim, NAME), m.text(t_end)[-3000:])
-    ver = "2.0.0" if ("UPDATED", None) in fw_states(sim, NAME) else "1.0.0"
-    assert sim.wait_for(lambda: current_version(sim, NAME) == ver, 60)
-    n = len([e for e in sim.telemetry(NAME) if "pulses" in e["values"]])
-    assert sim.wait_for(lambda: len([e for e in sim.telemetry(NAME) if "pulses" in e["values"]])
-                        > n, 60)
-    print("cuts at the switch: %d, ended on %s" % (cuts, ver))
+    cuts = [p for ps in phases for p in ps]
+    print("power cuts: %d in %.0f s, by phase %s" % (len(cuts), t_end - t0, {
+        k: cuts.count(k) for k in ("download", "verify", "switch", "first boot")}))
+    assert len(cuts) >= 100, phases
+    assert all(cuts.count(k) for k in ("download", "verify", "switch", "first boot")), phases
+    for m, name in zip(fleet[:3], names):
+        assert sim.wait_for(lambda: ("UPDATED", None) in fw_states(sim, name), 180), (
+            fw_states(sim, name), m.text(t_end)[-3000:])
+        assert sim.wait_for(lambda: current_version(sim, name) == "2.0.0", 60)
+    assert sim.wait_for(lambda: [e for s, e in fw_states(sim, names[3]) if s == "FAILED"], 60)
+    assert [e for s, e in fw_states(sim, names[3]) if s == "FAILED"] == [
+        "SHA256 of the download does not match fw_checksum"]
+    assert current_version(sim, names[3]) == "1.0.0"
+    # Reporting, every one: readings after the last cut reach the server.
+    def readings(name):
+        return len([e for e in sim.telemetry(name) if "pulses" in e["values"]])
+    seen = {n: readings(n) for n in names}
+    assert sim.wait_for(lambda: all(readings(n) > seen[n] for n in names), 60), seen
