@@ -199,3 +199,24 @@ def test_a_reading_acknowledged_clears_the_count_of_failed_starts():
     rig = Rig(broker=FakeBroker())
     assert rig.run(60000, until=lambda: record("bootslot") == {"run": 1}), record("bootslot")
     assert not rig.hal.resets
+
+
+def test_no_room_to_start_or_resume_a_download_is_not_a_crash(monkeypatch):
+    # Resuming reads the package on flash back (firmware/ota.py): right after a connect, on a
+    # heap in pieces, that can raise MemoryError (the e2e power cuts, ~4 % of resumes). As for
+    # no room to import it: one warning, metering goes on, the next session resumes.
+    from firmware import ota
+    real = ota.Ota.update
+    calls = []
+
+    def update(self, attrs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError("memory allocation failed, allocating 304 bytes")
+        return real(self, attrs)
+
+    monkeypatch.setattr(ota.Ota, "update", update)
+    rig = Rig(broker=OtaBroker(package()))
+    rig.run(20000)
+    assert "no room for the firmware update now" in rig.text()
+    assert not rig.hal.resets and "unexpected" not in rig.text()
