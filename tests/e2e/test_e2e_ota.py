@@ -227,6 +227,7 @@ def test_a_firmware_that_never_connects_is_rolled_back(tmp_path, device_dir, sim
     assert current_version(sim, NAME) == "1.0.0"
 
 
+_SETTLED = r"ota: (firmware \S+ verified|update failed)"
 _LAST_GOOD_TRIAL = 2  # trial boots a cut may take: the third must prove itself (bootslot.py)
 
 
@@ -250,7 +251,7 @@ def _cuts_through_an_update(m, sim, rnd, chunks, out):
                     if e.get("ota") and e.get("device") == device_name(m.uid)] or [-1])
 
     def settled():
-        return m.count(r"ota: (firmware \S+ verified|update failed)")
+        return m.count(_SETTLED)
 
     aimed = False
     while not settled():
@@ -262,7 +263,8 @@ def _cuts_through_an_update(m, sim, rnd, chunks, out):
                 aimed = aim = True
                 time.sleep(rnd.uniform(0, 0.4))
                 break
-            time.sleep(0.05)
+            # woken by the line itself: the unpacking at the next boot takes ~0.1 s here
+            m.wait_for(_SETTLED, 0.05)
         if settled():
             break
         cut()
@@ -273,14 +275,14 @@ def _cuts_through_an_update(m, sim, rnd, chunks, out):
     for _ in range(3):  # the hand-over: while the package waits to be unpacked
         if "new" not in rec:
             break
-        time.sleep(rnd.uniform(0, 0.4))
+        time.sleep(rnd.uniform(0, 0.1))
         rec = cut()
         m.power_on()
     for _ in range(8):  # bounded: a cut that lands in the unpacking again counts no boot
         if not (isinstance(rec.get("tries"), int) or "new" in rec) or \
                 rec.get("tries", 0) >= _LAST_GOOD_TRIAL:
             break
-        time.sleep(rnd.uniform(0.1, 1.5))
+        time.sleep(rnd.uniform(0.05, 0.5))  # before its first reading is acknowledged
         rec = cut()
         m.power_on()
 
