@@ -151,7 +151,7 @@ class Remote:
             if self.ota is not None and attrs is not None:
                 # Starting or resuming a download reads the package on flash back: on a heap
                 # in pieces right after a connect that can fail as the import can (seen in
-                # tests/e2e/test_e2e_ota.py's power cuts, ~4 % of resumes). What is on flash
+                # tests/e2e/test_e2e_ota.py's power cuts, 4 to 7 % of resumes). What is on flash
                 # stays; the next session resumes from it.
                 self.ota.update(attrs)
         except MemoryError:

@@ -203,7 +203,7 @@ def test_a_reading_acknowledged_clears_the_count_of_failed_starts():
 
 def test_no_room_to_start_or_resume_a_download_is_not_a_crash(monkeypatch):
     # Resuming reads the package on flash back (firmware/ota.py): right after a connect, on a
-    # heap in pieces, that can raise MemoryError (the e2e power cuts, ~4 % of resumes). As for
+    # heap in pieces, that can raise MemoryError (the e2e power cuts, 4 to 7 % of resumes). As for
     # no room to import it: one warning, metering goes on, the next session resumes.
     from firmware import ota
     real = ota.Ota.update
