@@ -33,6 +33,14 @@
 #      Otherwise bootslot.py goes back to the old slot, and this module, in the old firmware,
 #      reports FAILED with the reason.
 #
+# Heap: a MemoryError in any step here is caught here, never a reset (loading this module is
+# firmware/remote.py's, which says "no room" and lets the next session try): one log line,
+# nothing more for _PAUSE_MS, then the download resumes from flash as after a power cut (the
+# file and its record are the truth; the checksum is rebuilt from the file). fw_state stays
+# DOWNLOADING: a heap short for a moment is no reason for FAILED, which stops a package for
+# good. After _ASKS pauses in a row with no chunk written, the module gives its heap back to
+# metering for the rest of the session; the next session's announcement resumes it.
+#
 # Names: MicroPython interns every name for good (main.py), so the attributes and methods
 # here reuse names the firmware has interned anyway; the comments say what each holds.
 
@@ -53,6 +61,7 @@ _CHUNK = const(512)
 _GAP_MS = const(100)  # between chunk requests: a few messages/s, well under TB's limits
 _WAIT_MS = const(20000)  # for one chunk, before it is asked for again
 _ASKS = const(3)  # asks for one chunk before the session is given up (reconnect, resume)
+_PAUSE_MS = const(10000)  # after a MemoryError: the peak that caused it (a batch) is over
 _MAX = const(1048576)  # the largest package considered at all
 _SPARE = const(32768)  # flash left free after the download and the unpacked slot
 _PIECE = const(512)  # read and write size when hashing and unpacking
@@ -75,6 +84,7 @@ _IDLE = const(0)
 _FETCH = const(1)  # downloading
 _CHECK = const(2)  # downloaded: the checksum
 _SWITCH = const(3)  # verified: the slot record, then the reset
+_WAIT = const(4)  # to be started, or resumed from flash after a MemoryError
 
 
 def _len(path):
@@ -125,6 +135,7 @@ class Ota:
         self._st = None  # the running checksum: a SHA-256 object, or the CRC32 as an int
         self._since = None  # when the chunk being waited for was asked for
         self._count = 0  # asks for that chunk
+        self.failures = 0  # MemoryErrors in a row, no chunk written since
         # The next chunk request may go from then on. Not 0: ticks are not a count from 0 (on
         # the ESP32 they wrap every 2**30 ms, and a ticks_diff against 0 can read "in 12 days"),
         # which held the first request of each session back until the wrap.
@@ -142,32 +153,41 @@ class Ota:
     def update(self, attrs):
         """The fw_* shared attributes (pushed, or fetched at connect); {"deleted": [...]}
         withdraws the package."""
-        log = self._log
-        keys = _KEYS.split()
-        gone = attrs.get(keys[5])
-        if isinstance(gone, list):
-            if keys[0] in gone and _IDLE < self.state < _SWITCH:
-                log.warn("ota", "the package was withdrawn; download stopped")
-                self.state = _IDLE
+        try:
+            log = self._log
+            keys = _KEYS.split()
+            gone = attrs.get(keys[5])
+            if isinstance(gone, list):
+                if keys[0] in gone and self.state != _IDLE and self.state != _SWITCH:
+                    self.state = _IDLE
+                    self._candidate = None
+                    log.warn("ota", "the package was withdrawn; download stopped")
+                return
+            if keys[0] not in attrs:
+                return  # other shared attributes
+            cand = tuple(attrs.get(k) for k in keys[:5])
+            if cand == self._candidate:
+                return  # already on it (a fetch after a reconnect)
+            title, ver, size, text, alg = cand
+            if (title, ver) == (version.TITLE, version.VERSION):
                 self._candidate = None
-            return
-        if keys[0] not in attrs:
-            return  # other shared attributes
-        cand = tuple(attrs.get(k) for k in keys[:5])
-        if cand == self._candidate:
-            return  # already on it (a fetch after a reconnect)
-        title, ver, size, text, alg = cand
-        if (title, ver) == (version.TITLE, version.VERSION):
-            self._candidate = None
-            return
-        if self.state >= _SWITCH or isinstance(self._rec.get("tries"), int):
-            return  # a switch or a trial is under way: the next package waits for it
-        self._candidate = cand
-        self.state = _IDLE
-        if isinstance(text, str) and text == self._rec.get("stop"):
-            log.warn("ota", "firmware %r failed on this meter before; not tried again", ver)
-            return
-        why = _values(cand) or self._check()
+                return
+            if self.state == _SWITCH or isinstance(self._rec.get("tries"), int):
+                return  # a switch or a trial is under way: the next package waits for it
+            self._candidate = cand
+            self.state = _IDLE
+            if isinstance(text, str) and text == self._rec.get("stop"):
+                log.warn("ota", "firmware %r failed on this meter before; not tried again", ver)
+                return
+            self.state = _WAIT  # to be started: again by service() if this runs out of heap
+            self.start()
+        except MemoryError:
+            self._short()
+
+    def start(self):
+        # The candidate's download started or resumed (state _WAIT before): _FETCH, _CHECK,
+        # or _IDLE with FAILED after.
+        why = _values(self._candidate) or self._check()
         if why is not None:
             self._fail(why)
 
@@ -207,7 +227,8 @@ class Ota:
         self._since = None
         self._count = 0
         self.state = _FETCH if have < size else _CHECK
-        self._emit(_DOWNLOADING)
+        if have < size:  # (all there already: the checksum's report follows)
+            self._emit(_DOWNLOADING)
         return None
 
     def _head(self, index):
@@ -234,66 +255,83 @@ class Ota:
 
     def on_message(self, topic, msg):
         """A chunk or an error (queued by firmware/remote.py, handled from the main loop)."""
-        log = self._log
-        if topic == _ERROR:
-            # The server closes the session after it (docs/thingsboard.md §14.5); the next
-            # session's attribute fetch says whether the package is still assigned.
-            log.warn("ota", "the server refused the download: %r", bytes(msg[:40]))
+        try:
+            log = self._log
+            if topic == _ERROR:
+                # The server closes the session after it (docs/thingsboard.md §14.5); the next
+                # session's attribute fetch says whether the package is still assigned.
+                log.warn("ota", "the server refused the download: %r", bytes(msg[:40]))
+                self._since = None
+                return
+            if self.state != _FETCH or self._since is None:
+                log.warn("ota", "firmware chunk not asked for; ignored")
+                return
+            n = self._len // _CHUNK
+            if topic != (_RESPONSE % (self.rid, n)).encode():
+                log.warn("ota", "firmware chunk for another request or index; ignored")
+                return
+            size = self._candidate[2]
+            want = min(_CHUNK, size - self._len)
+            if len(msg) != want:
+                # Not what fw_size promised: the package on the server is not the one announced.
+                self._fail("chunk %d has %d bytes, not %d: the package does not match fw_size"
+                           % (n, len(msg), want))
+                return
+            # Appended and closed: the chunk is on flash whole, or not at all (LittleFS).
+            with open(_PKG, "r+b") as f:
+                f.seek(0, 2)
+                f.write(msg)
+            self._merge(msg)
+            self._len += want
             self._since = None
-            return
-        if self.state != _FETCH or self._since is None:
-            log.warn("ota", "firmware chunk not asked for; ignored")
-            return
-        n = self._len // _CHUNK
-        if topic != (_RESPONSE % (self.rid, n)).encode():
-            log.warn("ota", "firmware chunk for another request or index; ignored")
-            return
-        size = self._candidate[2]
-        want = min(_CHUNK, size - self._len)
-        if len(msg) != want:
-            # Not what fw_size promised: the package on the server is not the one announced.
-            self._fail("chunk %d has %d bytes, not %d: the package does not match fw_size"
-                       % (n, len(msg), want))
-            return
-        # Appended and closed: the chunk is on flash whole, or not at all (LittleFS).
-        with open(_PKG, "r+b") as f:
-            f.seek(0, 2)
-            f.write(msg)
-        self._merge(msg)
-        self._len += want
-        self._since = None
-        self._count = 0
-        self._next_ms = self._hal.ticks_add(self._hal.ticks_ms(), _GAP_MS)
-        if self._len == size:
-            self.state = _CHECK
-            self._emit(_DOWNLOADED)
+            self._count = 0
+            self.failures = 0
+            self._next_ms = self._hal.ticks_add(self._hal.ticks_ms(), _GAP_MS)
+            if self._len == size:
+                self.state = _CHECK
+                self._emit(_DOWNLOADED)
+        except MemoryError:
+            self._short()
 
     # --- every main-loop step in the run state --------------------------------------------------
 
     def service(self, meter, link):
         """One piece of work. True when there is nothing left to do (remote.py unloads this)."""
-        if self._msg is not None:
-            payload, after = self._msg
-            link.publish(telemetry.TOPIC, payload, 1)  # LinkError: kept, sent next session
-            self._msg = None
-            if after is not None:
-                self._rec = after
-                self._store.write(_SLOT, after)  # only after the PUBACK: at least once
+        hal = self._hal
+        if hal.ticks_diff(hal.ticks_ms(), self._next_ms) < 0:
+            return False  # paced (_GAP_MS), or pausing after a MemoryError
+        if self.failures >= _ASKS:
+            self._log.warn("ota", "no room in the heap for the download; it resumes in the "
+                           "next session")
+            return True
+        try:
+            if self._msg is not None:
+                payload, after = self._msg
+                link.publish(telemetry.TOPIC, payload, 1)  # LinkError: kept, sent next session
+                self._msg = None
+                if after is not None:
+                    self._rec = after
+                    self._store.write(_SLOT, after)  # only after the PUBACK: at least once
+                return False
+            rec = self._rec
+            if isinstance(rec.get("tries"), int):
+                return True  # a firmware on trial: nothing new until it is confirmed (remote.py)
+            if "done" in rec or "reason" in rec:
+                self._show(rec)
+                return False
+            s = self.state
+            if s == _FETCH:
+                self._read(meter, link)
+            elif s == _CHECK:
+                self._parse()
+            elif s == _SWITCH:
+                self._set(meter, link)
+            elif s == _WAIT:
+                self.start()
+            return s == _IDLE
+        except MemoryError:
+            self._short()
             return False
-        rec = self._rec
-        if isinstance(rec.get("tries"), int):
-            return True  # a firmware on trial: nothing new until it is confirmed (remote.py)
-        if "done" in rec or "reason" in rec:
-            self._show(rec)
-            return False
-        s = self.state
-        if s == _FETCH:
-            self._read(meter, link)
-        elif s == _CHECK:
-            self._parse()
-        elif s == _SWITCH:
-            self._set(meter, link)
-        return s == _IDLE
 
     def _show(self, obj):
         # The last update's result (obj: bootslot.py's record): confirmed by remote.py
@@ -306,7 +344,7 @@ class Ota:
                      {"run": obj.get("run"), "stop": obj.get("stop")})
 
     def _read(self, meter, link):
-        # Ask for the next chunk, paced, readings first; ask again when none came.
+        # Ask for the next chunk (paced by service()), readings first; again when none came.
         hal = self._hal
         now = hal.ticks_ms()
         if self._since is not None:
@@ -318,8 +356,6 @@ class Ota:
                 self._since = None
                 raise LinkError("no firmware chunk in %d s" % (_ASKS * _WAIT_MS // 1000))
             self._log.warn("ota", "no answer for chunk %d; asking again", self._len // _CHUNK)
-        elif hal.ticks_diff(now, self._next_ms) < 0:
-            return
         if len(meter.pipeline.queue):
             return  # a reading waits: a download never holds readings back
         link.publish((_REQUEST % (self.rid, self._len // _CHUNK)).encode(), b"%d" % _CHUNK, 1)
@@ -360,6 +396,21 @@ class Ota:
     def _emit(self, payload, obj=None):
         # obj: the slot record to write once the report is acknowledged
         self._msg = (payload, obj)
+
+    def _short(self):
+        # A MemoryError in a step: whatever it left half done, flash holds whole chunks and
+        # their record, so the download resumes from them after the pause (_WAIT), and the
+        # candidate's start likewise; a report waiting (_msg) goes first.
+        if self.state != _IDLE:
+            self.state = _WAIT
+        self._since = None
+        self.failures += 1
+        self._next_ms = self._hal.ticks_add(self._hal.ticks_ms(), _PAUSE_MS)
+        try:
+            self._log.warn("ota", "no room in the heap for the download (MemoryError); "
+                           "resuming from flash in %d s", _PAUSE_MS // 1000)
+        except MemoryError:
+            pass  # the pause holds all the same
 
     def _fail(self, why):
         """FAILED with the reason. This package is never tried again on this meter: the same

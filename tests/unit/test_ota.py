@@ -7,6 +7,7 @@ import json
 import os
 import re
 import struct
+import sys
 import binascii
 
 import pytest
@@ -220,3 +221,86 @@ def test_no_room_to_start_or_resume_a_download_is_not_a_crash(monkeypatch):
     rig.run(20000)
     assert "no room for the firmware update now" in rig.text()
     assert not rig.hal.resets and "unexpected" not in rig.text()
+
+
+class _Short:
+    """MemoryError injected where the heap runs out on the meter (tests/e2e CI: "allocating 304
+    bytes", the LittleFS file object of a chunk's append): the first `times` calls matching
+    `when` raise it, the others go through to `real`."""
+
+    def __init__(self, real, when, times):
+        self.real, self.when, self.left, self.raised = real, when, times, 0
+
+    def __call__(self, *a, **kw):
+        if self.left and self.when(*a, **kw):
+            self.left -= 1
+            self.raised += 1
+            raise MemoryError("memory allocation failed, allocating 304 bytes")
+        return self.real(*a, **kw)
+
+
+def _short_appends(monkeypatch, times):
+    import builtins
+    short = _Short(builtins.open, lambda path, mode="r", *a, **kw: path == "ota/pkg.bin" and
+                   mode == "r+b", times)
+    monkeypatch.setattr(builtins, "open", short)
+    return short
+
+
+def test_no_room_for_a_chunk_pauses_the_download_and_it_resumes_from_flash(monkeypatch):
+    # The heap runs out on the 3rd chunk's append, twice: no reset, one line each time, a
+    # pause, then the download resumes from flash (rehashed) and the package is handed over.
+    data = package(4000)
+    broker = OtaBroker(data)
+    rig = Rig(broker=broker, publish_interval_s=2)
+    rig.run(60000, until=lambda: os.path.exists("ota/pkg.bin") and
+            os.path.getsize("ota/pkg.bin") >= 2 * CHUNK)
+    short = _short_appends(monkeypatch, 2)
+    run_until_reset(rig, 180000)
+    assert short.raised == 2
+    assert rig.text().count("no room in the heap for the download (MemoryError); resuming "
+                            "from flash in 10 s") == 2, rig.text()[-3000:]
+    assert "resuming firmware 2.0 at byte %d" % (2 * CHUNK) in rig.text()
+    assert "Traceback" not in rig.text() and rig.hal.resets == 1  # the hand-over's reset only
+    with open("ota/pkg.bin", "rb") as f:
+        assert f.read() == data
+    assert record("bootslot")["new"] == "2.0"
+    # fw_state never FAILED for a short heap; the pause ended the chunk, not the readings.
+    states = [s for s, _e in broker.fw_states()]
+    assert "FAILED" not in states and states[-2:] == ["VERIFIED", "UPDATING"], states
+    n = [n for _r, n in broker.chunk_requests]
+    assert n == sorted(n) and n.count(2) == 3  # asked again after each pause, never skipped
+
+
+def test_no_room_at_the_start_of_a_download_is_retried_not_a_reset(monkeypatch):
+    import hashlib as hl
+    data = package(2000)
+    broker = OtaBroker(data)  # its checksum computed before sha256 is made to fail
+    short = _Short(hl.sha256, lambda *a: True, 1)
+    monkeypatch.setattr(hl, "sha256", short)  # firmware/ota.py takes it when loaded:
+    monkeypatch.delitem(sys.modules, "firmware.ota", raising=False)  # loaded afresh
+    rig = Rig(broker=broker)
+    run_until_reset(rig, 120000)
+    assert short.raised == 1
+    assert rig.text().count("(MemoryError); resuming from flash") == 1, rig.text()[-3000:]
+    assert record("bootslot")["new"] == "2.0"
+    assert rig.hal.resets == 1
+
+
+def test_no_room_again_and_again_gives_the_heap_back_to_metering_for_the_session(monkeypatch):
+    data = package(4000)
+    broker = OtaBroker(data)
+    rig = Rig(broker=broker, publish_interval_s=2)
+    short = _short_appends(monkeypatch, 1000)
+    rig.run(120000)
+    assert short.raised == 3  # _ASKS pauses, then the session is left alone
+    assert "no room in the heap for the download; it resumes in the next session" in rig.text()
+    assert "firmware.ota" not in sys.modules  # unloaded: its heap back
+    assert rig.meter.pipeline.published >= 20 and rig.hal.resets == 0
+    assert "FAILED" not in [s for s, _e in broker.fw_states()]
+    # The heap is back: the next session resumes the download from flash.
+    short.left = 0
+    rig.link.close(graceful=False)
+    run_until_reset(rig, 180000)
+    with open("ota/pkg.bin", "rb") as f:
+        assert f.read() == data
