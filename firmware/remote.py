@@ -65,7 +65,7 @@ class Remote:
     def __init__(self, log, store=None):
         self._log = log
         self._store = store
-        self._inbox = []
+        self.queue = []  # (topic, msg) from the MQTT callback, for service()
         self.dropped = 0
         # (request id, method) last acted on; None: none; False: not read yet. The supervisor
         # keeps it between sessions (this module is loaded for each session only).
@@ -79,7 +79,7 @@ class Remote:
         self._since = None
         # Whatever a closed session left unread is stale: ThingsBoard sends unanswered RPCs
         # again after the SUBSCRIBE, and the shared attribute is fetched again below.
-        self._inbox.clear()
+        self.queue.clear()
         if not link.subscribe(_RPC_FILTER, 1) or not link.subscribe(_ATTR_TOPIC, 1):
             self._log.warn("remote", "the server refused a subscription")
             return False
@@ -91,10 +91,10 @@ class Remote:
 
     def on_message(self, topic, msg):
         # MQTT callback: may run in the middle of a publish. Queue only.
-        if len(self._inbox) >= _INBOX:
+        if len(self.queue) >= _INBOX:
             self.dropped += 1
             return
-        self._inbox.append((bytes(topic), msg))
+        self.queue.append((bytes(topic), msg))
 
     def service(self, meter, link):
         hal = meter.hal
@@ -131,15 +131,15 @@ class Remote:
                 self._store.write("bootslot", rec)
             if isinstance(rec, dict) and ("done" in rec or "reason" in rec):
                 self.firmware(meter)  # UPDATED, or FAILED after a rollback
-        while self._inbox and link.connected:  # a reprovision closes the session
-            topic, msg = self._inbox.pop(0)
+        while self.queue and link.connected:  # a reprovision closes the session
+            topic, msg = self.queue.pop(0)
             handle(meter, link, self._log, topic, msg, self)
         if self.ota is not None and link.connected and self.ota.service(meter, link):
             self.ota = None
             unload("ota")
 
-    def firmware(self, meter, attrs=None):
-        """firmware/ota.py's Ota, loaded if need be and given the shared attributes attrs if
+    def firmware(self, meter, obj=None):
+        """firmware/ota.py's Ota, loaded if need be and given the shared attributes obj if
         any; None when the heap has no room for it (the next connection's announcement tries
         again)."""
         try:
@@ -148,15 +148,15 @@ class Remote:
                 gc.collect()  # the room garbage holds, before the import needs it
                 from firmware.ota import Ota
                 self.ota = Ota(self._store, self._log, meter.hal)
-            if self.ota is not None and attrs is not None:
+            if self.ota is not None and obj is not None:
                 # Starting or resuming a download reads the package on flash back: on a heap
                 # in pieces right after a connect that can fail as the import can (seen in
                 # tests/e2e/test_e2e_ota.py's power cuts, 4 to 7 % of resumes). What is on flash
                 # stays; the next session resumes from it.
-                self.ota.update(attrs)
+                self.ota.update(obj)
         except MemoryError:
             self.ota = None
-            unload("ota")
+            unload("ota", "ota_check")
             self._log.warn("remote", "no room for the firmware update now")
         return self.ota
 
@@ -242,22 +242,22 @@ def _rpc(meter, link, log, rid, msg, remote):
         _reply(link, rid, {"error": "unknown method"})
 
 
-def _reply(link, rid, body):
-    link.publish((_RPC_REPLY % rid.decode()).encode(), json.dumps(body).encode(), 1)
+def _reply(link, rid, obj):
+    link.publish((_RPC_REPLY % rid.decode()).encode(), json.dumps(obj).encode(), 1)
 
 
 # --- shared attributes ---------------------------------------------------------------------------
 
-def _shared(meter, log, attrs, what):
-    if not isinstance(attrs, dict):
+def _shared(meter, log, obj, what):
+    if not isinstance(obj, dict):
         log.warn("remote", "shared attributes %s: not a JSON object; ignored", what)
         return
-    ver = attrs.get(_FW_VERSION)
+    ver = obj.get(_FW_VERSION)
     if meter.remote.ota is not None or ver is not None and ver != version.VERSION:
-        meter.remote.firmware(meter, attrs)  # another firmware announced (firmware/ota.py)
-    if _INTERVAL_KEY not in attrs:
+        meter.remote.firmware(meter, obj)  # another firmware announced (firmware/ota.py)
+    if _INTERVAL_KEY not in obj:
         return  # other shared attributes are not the meter's business
-    v = attrs[_INTERVAL_KEY]
+    v = obj[_INTERVAL_KEY]
     if isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= 86400:
         log.warn("remote", "shared attribute %s must be an integer 2..86400; ignored",
                  _INTERVAL_KEY)

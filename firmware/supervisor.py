@@ -374,7 +374,7 @@ class Supervisor:
         if r is not None:
             self._acted = r._acted  # the RPC acted on: a resend next session is not acted on
             self.remote = None
-            unload("remote", "ota")  # ota: an update in progress resumes from flash next session
+            unload("remote", "ota", "ota_check")  # ota: an update in progress resumes from flash next session
 
     def _lost(self, why):
         self.link.close(graceful=False)

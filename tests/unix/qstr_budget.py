@@ -21,6 +21,7 @@ import firmware.hal.unix  # noqa: F401  (not hal/unix_faults: only the flash-fau
 import firmware.link  # noqa: F401
 import firmware.log  # noqa: F401
 import firmware.ota  # noqa: F401
+import firmware.ota_check  # noqa: F401  (loaded for each of its steps)
 import firmware.supervisor  # noqa: F401
 import firmware.pipeline  # noqa: F401
 import firmware.clock  # noqa: F401
