@@ -2,8 +2,9 @@
 # announcement and the flash checked and the download started or resumed, the whole package
 # against fw_checksum, the hand-over to bootslot.py, FAILED, and the last update's result.
 # Loaded by Ota.start() for one step and dropped after it: the download's every-step code
-# (firmware/ota.py) then has this module's 4 KB more room. Functions, not methods, of the
-# firmware/ota.py object (ota); their names are ones the firmware interns anyway.
+# (firmware/ota.py) then has this module's 4 KB more room. A part of the Ota object in a file
+# of its own: functions of it (ota) that set its download state (tests/unit/test_ownership.py
+# lists each field); their names are ones the firmware interns anyway.
 
 import json
 import os

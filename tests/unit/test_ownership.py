@@ -20,6 +20,8 @@ _CONNECT = _PART + ("connect.py's open() is Link.open()'s body and wrap_socket()
                     "Link.open() starts the session itself")
 _SYNC = _PART + "Clock.sync()'s NTP exchange sets the clock it checked (firmware/clock.py)"
 _BACKLOG = _PART + "Backlog.load() and discard()'s file work (firmware/backlog.py)"
+_OTA = _PART + ("Ota.start() loads firmware/ota_check.py for one of an update's rare steps "
+                "(start or resume, checksum, FAILED, UPDATED), which sets the download's state")
 _SAME_FILE = "the class is this file's own: a module-level function of the owner's module"
 _CALLBACK = ("Link.on_message is the link's callback slot (firmware/link.py's API), set by "
              "whoever opens a session")
@@ -44,6 +46,12 @@ ALLOWED = {
     ("firmware/backlog_flash.py", "queue.files_max"): _BACKLOG,
     ("firmware/backlog_flash.py", "queue.thinned"): _BACKLOG,
     ("firmware/backlog_flash.py", "queue._offset"): _BACKLOG,
+    ("firmware/ota_check.py", "ota._len"): _OTA,
+    ("firmware/ota_check.py", "ota._since"): _OTA,
+    ("firmware/ota_check.py", "ota._count"): _OTA,
+    ("firmware/ota_check.py", "ota.state"): _OTA,
+    ("firmware/ota_check.py", "ota._st"): _OTA,
+    ("firmware/ota_check.py", "ota._msg"): _OTA,
     ("firmware/remote.py", "remote._acted"): _SAME_FILE,
     ("firmware/remote.py", "remote._since"): _SAME_FILE,
     ("firmware/hal/unix.py", "hw.total"): _SAME_FILE,
