@@ -42,9 +42,10 @@
 # which says "no room" and lets the next session try): one log line, nothing more for
 # _PAUSE_MS, then the download resumes from flash as after a power cut (the file and its
 # record are the truth; the checksum is rebuilt from the file). fw_state stays DOWNLOADING:
-# a heap short for a moment is no reason for FAILED, which stops a package for good. After
-# _ASKS pauses in a row with no chunk written, the module gives its heap back to metering
-# for the rest of the session; the next session's announcement resumes it.
+# a heap short for a moment is no reason for FAILED, which stops a package for good. At the
+# start of a session's download, or after _ASKS pauses in a row with no chunk written, the
+# module gives its heap back to metering for the rest of the session at once; the next
+# session's announcement resumes it.
 #
 # Names: MicroPython interns every name for good (main.py), so the attributes and methods
 # here reuse names the firmware has interned anyway; the comments say what each holds.
@@ -207,13 +208,16 @@ class Ota:
 
     def service(self, meter, link):
         """One piece of work. True when there is nothing left to do (remote.py unloads this)."""
+        if self.failures >= _ASKS:
+            try:
+                self._log.warn("ota", "no room in the heap for the download; it resumes in "
+                               "the next session")
+            except MemoryError:
+                pass
+            return True  # unloaded: its heap back to metering
         hal = self._hal
         if hal.ticks_diff(hal.ticks_ms(), self._next_ms) < 0:
             return False  # paced (_GAP_MS), or pausing after a MemoryError
-        if self.failures >= _ASKS:
-            self._log.warn("ota", "no room in the heap for the download; it resumes in the "
-                           "next session")
-            return True
         try:
             if self._msg is not None:
                 payload, after = self._msg
@@ -266,13 +270,17 @@ class Ota:
         # A MemoryError in a step: whatever it left half done, flash holds whole chunks and
         # their record, so the download resumes from them after the pause (_WAIT), and the
         # candidate's start likewise; a report waiting (_msg) goes first.
+        # At the start (no checksum yet in this session) the heap has no room for a download
+        # at all: this module gives it back at once (service()), as when it cannot load, so
+        # that metering is not squeezed while it waits; during one, a peak is waited out.
         if self.state != _IDLE:
             self.state = _WAIT
         self._since = None
-        self.failures += 1
+        self.failures = _ASKS if self._st is None else self.failures + 1
         self._next_ms = self._hal.ticks_add(self._hal.ticks_ms(), _PAUSE_MS)
-        try:
-            self._log.warn("ota", "no room in the heap for the download (MemoryError); "
-                           "resuming from flash in %d s", _PAUSE_MS // 1000)
-        except MemoryError:
-            pass  # the pause holds all the same
+        if self.failures < _ASKS:
+            try:
+                self._log.warn("ota", "no room in the heap for the download (MemoryError); "
+                               "resuming from flash in %d s", _PAUSE_MS // 1000)
+            except MemoryError:
+                pass  # the pause holds all the same
