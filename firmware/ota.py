@@ -280,7 +280,7 @@ class Ota:
         self._next_ms = self._hal.ticks_add(self._hal.ticks_ms(), _PAUSE_MS)
         if self.failures < _ASKS:
             try:
-                self._log.warn("ota", "no room in the heap for the download (MemoryError); "
+                self._log.warn("ota", "no room in the heap for the download; "
                                "resuming from flash in %d s", _PAUSE_MS // 1000)
             except MemoryError:
                 pass  # the pause holds all the same
