@@ -48,7 +48,7 @@ lib: lib/umqtt/simple.py lib/microdot/microdot.py
 # end-to-end tests E2E_JOBS at a time (each boots virtual meters and mostly waits on real time,
 # so they overlap well even on 2 cores). The device tree is built first, once, for every worker.
 TEST_JOBS ?= 2
-E2E_JOBS ?= 4
+E2E_JOBS ?= 6
 test: venv lib typings
 	$(PY) tools/build_device.py build/device
 	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile tests --ignore=tests/e2e --ignore=tests/bench
