@@ -150,6 +150,11 @@ def _run():
             log.warn("main", "stopped at the console: the board resets within wdt_timeout_s")
         raise
     except Exception as e:
+        if meter is None and sys.path[0][-6:-1] == "/ota/":  # bootslot.py: .../ota/1 or 2
+            # An OTA slot's firmware that cannot even be built (a module wiring loads fails
+            # at import): a failed start for bootslot.py to count, as one failing at the
+            # imports above is (main(); it falls back after a few), not a crash to pause on.
+            raise
         log.error("main", "unexpected %s: %s", type(e).__name__, e)
         sys.print_exception(e)
         _save(meter, log)  # a power cut during the pause must not lose the index
