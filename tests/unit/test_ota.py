@@ -92,6 +92,41 @@ def test_a_package_is_downloaded_checked_and_handed_to_the_boot():
     assert rig.hal.resets == 1
 
 
+class _ErrorOnce(OtaBroker):
+    """Answers the request for chunk 2 once on v2/fw/error instead of with the chunk, as
+    ThingsBoard does when it cannot serve one (docs/thingsboard.md §14.5)."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.erred = False
+
+    def on_publish(self, session, topic, msg, qos):
+        m = REQ.match(topic.decode())
+        if m and int(m.group(2)) == 2 and not self.erred:
+            self.erred = True
+            self.chunk_requests.append((int(m.group(1)), 2))
+            action = FakeBroker.on_publish(self, session, topic, msg, qos)
+            session.pending.append((b"v2/fw/error", b"Failed to send chunk: \x00\n2"))
+            return action
+        return super().on_publish(session, topic, msg, qos)
+
+
+def test_an_error_from_the_server_mid_download_is_logged_and_the_chunk_asked_for_again():
+    data = package(4000)
+    rig = Rig(broker=_ErrorOnce(data))
+    run_until_reset(rig)
+    assert rig.broker.erred
+    # One line, the server's text escaped (it is the server's: hostile until checked).
+    assert rig.text().count("ota: the server refused the download: b'Failed to send chunk: "
+                            "\\x00\\n2'") == 1, rig.text()[-2000:]
+    with open("ota/pkg.bin", "rb") as f:
+        assert f.read() == data  # the rest came, chunk 2 too, and nothing twice
+    assert [n for _r, n in rig.broker.chunk_requests].count(2) == 2
+    assert [s for s, _e in rig.broker.fw_states()] == ["DOWNLOADING", "DOWNLOADED", "VERIFIED",
+                                                      "UPDATING"]
+    assert "unexpected" not in rig.text() and rig.hal.resets == 1
+
+
 def test_the_first_chunk_is_asked_for_at_once_whatever_the_ticks_read():
     # The fake ticks start 30 s before they wrap, as the e2e suite's do (METER_TICKS_WRAP_MS):
     # a next-request time of 0 read as "in the future" until the wrap, so a session shorter
