@@ -98,14 +98,15 @@ def test_update_from_v1_to_v2_then_its_slot_corrupted_falls_back_to_v1(tmp_path,
         len(v2), (end - start) / 1000, len(readings), _heap_floor(sim, start)))
     assert readings, "no reading got through during the download"
     # Every pulse through the download, the hand-over's reset, the unpacking and the trial
-    # boot reaches the server: lost only those a reset's boot got before its pulse input
-    # existed (a board's PCNT is reset with the chip; firmware/hal/unix.py), a pulse or two.
+    # boot that the meter could see reaches the server; lost only those of the resets' own
+    # windows, from the firmware's last save to the next boot's pulse input (a board's PCNT is
+    # reset with the chip; firmware/hal/unix.py): a pulse or two at 5 pulses/s.
     train.stop()
     train.join()
     assert sim.wait_for(lambda: sim.device(NAME)["latestTelemetry"].get("pulses")
                         == m.pulses_delivered, 40), \
         (m.pulses_delivered, sim.device(NAME)["latestTelemetry"].get("pulses"))
-    assert m.pulses_lost_off == m.pulses_before_input <= 10 and m.pulses_delivered > 100, \
+    assert m.pulses_lost_off <= 10 and m.pulses_delivered > 100, \
         (m.pulses_lost_off, m.pulses_before_input, m.pulses_delivered)
     # The slot record: v2 confirmed, and the next boot stays on it.
     m.power_cut()

@@ -184,13 +184,13 @@ def test_a_phone_recovers_a_meter_whose_site_changed_its_wifi_password(sim, mete
                                     if e.get("ts")), 30)
 
     # Not one pulse lost through all of it: the server ends on the count played. Lost: only
-    # what came while a reset's boot had no pulse input yet, into setup mode and out of it (a
-    # board's PCNT is reset with the chip and configured again by the firmware;
+    # those of the two resets' own windows (into setup mode and out of it: from the firmware's
+    # last save to the next boot's pulse input; a board's PCNT is reset with the chip,
     # firmware/hal/unix.py), a pulse or two at 5 pulses/s: none of setup mode's.
     train.stop()
     assert sim.wait_for(lambda: server_index(sim) == m.pulses_delivered, 40), \
         (m.pulses_delivered, server_index(sim))
-    assert m.pulses_lost_off == m.pulses_before_input <= 10 and m.pulses_delivered > 100, \
+    assert m.pulses_lost_off <= 10 and m.pulses_delivered > 100, \
         (m.pulses_lost_off, m.pulses_before_input, m.pulses_delivered)
     for secret in ("old-password-1", "new-password-2", "wrong-password-9", label_pw):
         assert secret not in m.text()
@@ -337,8 +337,8 @@ def test_hostile_http_and_dns_neither_crash_the_meter_nor_grow_its_heap(sim, met
     train.stop()
     assert sim.wait_for(lambda: server_index(sim) == m.pulses_delivered, 40), \
         (m.pulses_delivered, server_index(sim))
-    assert m.pulses_lost_off == m.pulses_before_input <= 10, \
-        (m.pulses_lost_off, m.pulses_before_input)  # only a reset's boot before its pulse input
+    assert m.pulses_lost_off <= 10, \
+        (m.pulses_lost_off, m.pulses_before_input)  # only in the resets' own windows
 
 
 def test_the_boot_button_opens_setup_only_when_the_meter_is_not_reporting(sim, meters):
