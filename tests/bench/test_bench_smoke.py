@@ -87,8 +87,15 @@ def test_heap_and_wire_figures_are_plausible(results):
         assert 50 < wire["plain_single"] < wire["tls_single"] < 1000
         assert r["messages_per_hour"] > 0 and r["boot_to_telemetry_ms"] > 0
     # The firmware times pulses: at a constant load it is within a few percent even here,
-    # with every part of the smoke run sharing two cores.
-    assert results["firmware"]["power_error_pct"]["steady"] < 10
+    # with every part of the smoke run sharing two cores. A reading reports the power of the
+    # last few pulse gaps (firmware/pulses.py), so a gap the feeder played late by d moves it by
+    # about d/gap: a CI run on a busy machine read 12.56 % once. The same run measures how far
+    # its own input strayed (power_input_jitter_pct: the worst played gap against the intended
+    # one); the reading may be that far off, never more than twice it, and never past 10 % on a
+    # machine whose input kept time.
+    fw = results["firmware"]
+    jitter = fw["power_input_jitter_pct"]
+    assert fw["power_error_pct"]["steady"] < max(10, 2 * jitter), (fw["power_error_pct"], jitter)
 
 
 def test_the_heap_breakdown_and_the_allocation_trace_account_for_the_heap(results):
