@@ -2,9 +2,9 @@
 
 One probe run per transport (bench/probe/heapmap.py): a blank meter boots, provisions, sends
 its attributes and publishes BENCH_STEADY readings. Every first import is measured in the
-order main.py makes it (live heap and interned names before and after, nested imports charged
-to themselves), every object main.py builds is measured as the heap its constructor leaves
-behind, and the live heap is taken after boot and while running.
+order main.py and firmware/entry.py make it (live heap and interned names before and after,
+nested imports charged to themselves), every object firmware/entry.py builds is measured as
+the heap its constructor leaves behind, and the live heap is taken after boot and while running.
 
 Each module's import is then split four ways:
     code     bytecode, raw code structs and the module's tables, computed from the .mpy file

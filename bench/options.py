@@ -26,8 +26,9 @@ PROBE = os.path.join(ROOT, "bench", "probe", "modcost.py")
 _QSTR = re.compile(r"^qstr pool: n_pool=\d+, n_qstr=(\d+), n_str_data_bytes=\d+, "
                    r"n_total_bytes=(\d+)")
 
-# The modules main.py loads, in its order (boot-only ones included: they are loaded too).
-BOOT = ["firmware", "firmware.crashes", "firmware.log", "firmware.store", "firmware.pulses",
+# The modules main.py and firmware/entry.py load, in their order (boot-only ones included: they
+# are loaded too).
+BOOT = ["firmware", "firmware.entry", "firmware.log", "firmware.store", "firmware.pulses",
         "firmware.telemetry", "firmware.hal", "firmware.hal.unix", "firmware.cups",
         "firmware.config", "firmware.startup", "umqtt", "umqtt.simple", "firmware.wiring",
         "firmware.readings", "firmware.backlog", "firmware.clock", "firmware.gesture",

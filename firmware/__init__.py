@@ -1,5 +1,6 @@
-# The meter firmware package. Modules define things and do nothing at import time; main.py
-# builds the objects. Boot-only modules are unloaded after use (see unload()).
+# The meter firmware package. Modules define things and do nothing at import time;
+# firmware/entry.py (which main.py runs) builds the objects. Boot-only modules are unloaded
+# after use (see unload()).
 
 
 def unload(*names):

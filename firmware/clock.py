@@ -40,7 +40,7 @@ class Clock:
         self.boot = boot
         self.uptime_s = 0
         self._since = 0  # ms into the current second of uptime
-        # Ticks at the last tick(). From the log's first tick (firmware/log.py, main.py's first
+        # Ticks at the last tick(). From the log's first tick (firmware/log.py, entry.py's first
         # line), so that the log's uptime and this one are the same once wired.
         self._prev_ms = log._t0
         self.synced = False  # an NTP answer was accepted this boot

@@ -6,7 +6,7 @@
 # while it is being served does not lose it; the meter clears it once the new provisioning
 # attempt got an answer and the attributes were acknowledged.
 #
-# Only power-ups count. A reset while powered (main.py's reset after a crash, a planned reset,
+# Only power-ups count. A reset while powered (entry.py's reset after a crash, a planned reset,
 # a panic, the watchdog) is told apart by the chip's reset cause (hal.reset_cause(): the reset
 # reason register survives a reset, not a power loss) and sets the counter back to 0: four
 # crashes within the window after boot are not a technician's hand, and a reset breaks a

@@ -35,8 +35,8 @@ class Pipeline:
         self.queue = queue  # readings waiting for their PUBACK (firmware/backlog.py)
         self._clock = clock
         self._log = log
-        # One buffer for every telemetry message, allocated once; main.py allocates it first
-        # thing, before the heap fragments.
+        # One buffer for every telemetry message, allocated once; firmware/entry.py allocates it
+        # first thing, before the heap fragments.
         self._payload = payload
         self._pacer = Pacer(hal.ticks_diff, hal.ticks_ms())
         self.interval_s = cfg["publish_interval_s"]

@@ -1,7 +1,7 @@
 # Board self-test for a technician at the bench: `make selftest PORT=... [SELFTEST_PIN=<gpio>]`
 # (tools/deploy.py selftest) stops the meter through mpremote, runs main() on the board, then
 # resets the board so the meter starts again. The meter never imports this module (main.py,
-# firmware/wiring.py): it stays on flash and costs no RAM in normal operation.
+# firmware/entry.py, firmware/wiring.py): it stays on flash and costs no RAM in normal operation.
 #
 # Each check prints one line as soon as it is done: PASS, FAIL with what to do, or SKIP with
 # why. The checks run the meter's own code: the ESP32 HAL (firmware/hal/esp32.py: wdt_start,
@@ -137,7 +137,7 @@ class SelfTest:
         if self.hal is None:
             self.say("SKIP", name, "no hardware watchdog on the %s port" % self.port)
             return
-        timeout_s = self.cfg["wdt_timeout_s"] if self.usable else 120  # as main.py
+        timeout_s = self.cfg["wdt_timeout_s"] if self.usable else 120  # as firmware/entry.py
         try:
             self.hal.wdt_start(timeout_s * 1000)
         except Exception as e:

@@ -42,14 +42,15 @@ def firmware_version():
 
 
 def build(hal, log, store, cfg, why, payload=None):
-    """Setup mode for this boot (main.py runs its run_forever() and, on a crash, shutdown())."""
-    # Every module first, on the heap as main.py left it after the boot-only code, then the
+    """Setup mode for this boot (firmware/entry.py runs its run_forever() and, on a crash,
+    shutdown())."""
+    # Every module first, on the heap as entry.py left it after the boot-only code, then the
     # objects. With microdot's names the table of interned names doubles (main.py), and its
     # next pool is one block of about 7 KB (5 KB on ESP32): an unfragmented heap has it, a
     # heap of objects made and dropped may not (it failed so, in the first request, in a heap
     # 8 KB larger than setup mode needs with this order: python -m bench.setup_heap).
     # One module at a time, each after a collection: an import leaves garbage (the file read,
-    # dicts outgrown), and the heap collects only when it is full (main.py sets the threshold
+    # dicts outgrown), and the heap collects only when it is full (entry.py sets the threshold
     # after build), so the modules' code used to spread over the whole heap with the garbage's
     # holes between them, and the page server found 24 KB free in holes of at most 800 bytes
     # (160 KB heap, micropython.mem_info(1)). Collected between imports, the next module fills

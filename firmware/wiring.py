@@ -1,19 +1,19 @@
-# The one place where the meter's objects are built and connected. main.py calls build() on
-# the board and on the Unix port; the unit tests' harness and the virtual meters run the same
-# code with their HAL and their umqtt. Needed only at boot: main.py unloads it afterwards.
+# The one place where the meter's objects are built and connected. firmware/entry.py calls
+# build() on the board and on the Unix port; the unit tests' harness and the virtual meters run
+# the same code with their HAL and their umqtt. Needed only at boot: entry.py unloads it after.
 
 
 def build(hal, umqtt, log, store, cfg, tls, payload=None, rand=None):
     """The meter's supervisor, with everything it drives.
 
     hal: firmware/hal (the board, the Unix port, or the tests' fake); umqtt: the umqtt.simple
-    module (or a stand-in), or None: the link imports it for each connect only (main.py);
+    module (or a stand-in), or None: the link imports it for each connect only (entry.py);
     log, store: firmware.log.Log and firmware.store.Store; cfg, tls: the validated config and
-    the TLS context (or None) from firmware/startup.py; payload: the telemetry buffer (main.py
+    the TLS context (or None) from firmware/startup.py; payload: the telemetry buffer (entry.py
     allocates it first, while the heap is in one piece); rand: a function returning floats in
     [0, 1) for the backoff jitter."""
     from binascii import hexlify
-    from firmware import crashes
+    from firmware import entry  # the crash counter (loaded already: it runs this)
     from firmware.gesture import BootGesture
     from firmware.led import StatusLed
     from firmware.link import Link
@@ -32,7 +32,7 @@ def build(hal, umqtt, log, store, cfg, tls, payload=None, rand=None):
                     hal.ticks_diff, log)
     return Supervisor(hal, cfg, store, link, pipeline, clock, log, rand, name, tls=tls,
                       gesture=gesture, led=led,
-                      on_healthy=lambda: crashes.forget(store))
+                      on_healthy=lambda: entry.forget(store))
 
 
 def reading_pipeline(hal, log, store, cfg, payload, rand):

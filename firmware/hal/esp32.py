@@ -203,7 +203,7 @@ class Hal:
 
     def reset_cause(self):
         # 0: power was applied (or EN, which on the ESP32 is a power-on reset; a brownout);
-        # 1: a reset while powered: machine.reset() (main.py's after a crash, a planned one), a
+        # 1: a reset while powered: machine.reset() (entry.py's after a crash, a planned one), a
         # panic; 2: the watchdog. machine.reset_cause() maps esp_reset_reason() onto these
         # (docs/esp32-board.md §1); an unknown cause counts as a power-up, never as a crash.
         c = machine.reset_cause()

@@ -1,7 +1,8 @@
-"""main.py's last-chance handler. An unexpected exception deep in the main loop (injected by
-the Unix HAL: METER_FAULT_MS) is logged with its traceback, the pulse index is saved, and the
-board resets after a pause that grows with repeated crashes. The pulses counted while the
-main loop was down (the pause) are saved before the reset: nothing is lost."""
+"""The last-chance handler (firmware/entry.py, which main.py runs). An unexpected exception deep
+in the main loop (injected by the Unix HAL: METER_FAULT_MS) is logged with its traceback, the
+pulse index is saved, and the board resets after a pause that grows with repeated crashes. The
+pulses counted while the main loop was down (the pause) are saved before the reset: nothing is
+lost."""
 
 import time
 

@@ -69,7 +69,8 @@ def test_slow_power_cycles_never_trigger_and_zero_cycles_disables():
 
 
 def test_resets_never_count_and_break_a_gesture_in_progress():
-    # A crash loop: main.py resets the board seconds after each boot, well within the window.
+    # A crash loop: firmware/entry.py resets the board seconds after each boot, well within the
+    # window.
     fresh_dir()
     s, clk = Store(ListLog()), Clock()
     g, req = _boot(s, clk)  # the power-up before the crashes

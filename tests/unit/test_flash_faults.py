@@ -11,7 +11,7 @@ import pytest
 from fakes import FakeBroker
 from flashfaults import FlashFaults
 from harness import Rig
-from firmware import crashes
+from firmware import entry
 from firmware import states as M
 from firmware.backlog import Backlog
 from firmware.log import Log
@@ -326,15 +326,15 @@ def test_a_refused_clear_of_the_gesture_count_is_written_once_the_flash_works(fa
     assert on_flash("boot") == {"n": 0, "req": False}
 
 
-# --- the crash counter (firmware/crashes.py) -----------------------------------------------------
+# --- the crash counter (firmware/entry.py) ------------------------------------------------------
 
 @ERRNOS
 def test_the_crash_counter_is_best_effort(faults, err):
     s = Store(Log(lambda: 0, lambda line: None))
-    assert crashes.pause_ms(s) == 10_000
+    assert entry.pause_ms(s) == 10_000
     faults.fail(err)
-    assert crashes.pause_ms(s) == 20_000  # counted in RAM: the pause still grows
-    crashes.forget(s)
+    assert entry.pause_ms(s) == 20_000  # counted in RAM: the pause still grows
+    entry.forget(s)
     assert s.errors == 2 and on_flash("crash") == {"n": 1}
     faults.heal()
     assert s.flush() and on_flash("crash") is None

@@ -108,7 +108,7 @@ def test_crash_resets_never_count_toward_the_gesture():
     rig = Rig(FakeBroker())
     settled(rig)
     n_prov = len(rig.broker.provision_requests)
-    for _ in range(6):  # a crash loop: main.py resets the board 3 s after every boot
+    for _ in range(6):  # a crash loop: firmware/entry.py resets the board 3 s after every boot
         rig.meter = None
         rig.hal.cause = 1  # what FakeHal.reset() leaves for the next boot
         rig.power_up()

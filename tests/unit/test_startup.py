@@ -1,5 +1,5 @@
-"""firmware.startup (the config check at boot, the TLS context, the bad-config halt) and
-firmware.crashes (the crash counter)."""
+"""firmware.startup (the config check at boot, the TLS context, the bad-config halt),
+main.py running firmware/entry.py, and its crash counter."""
 
 import builtins
 import gc
@@ -12,7 +12,7 @@ import pytest
 
 from fakes import FakeBroker, FakeHal, FakeUmqtt
 from harness import BASE
-from firmware import crashes, startup
+from firmware import entry, startup
 from firmware.log import Log
 from firmware.store import Store
 
@@ -99,10 +99,10 @@ def test_a_bad_led_pin_is_not_used_for_the_error_pattern():
 
 def test_crash_pause_doubles_up_to_ten_minutes_and_is_forgotten():
     store = Store(Log(lambda: 0, lambda line: None))
-    pauses = [crashes.pause_ms(store) for _ in range(9)]
+    pauses = [entry.pause_ms(store) for _ in range(9)]
     assert pauses == [10_000, 20_000, 40_000, 80_000, 160_000, 320_000, 600_000, 600_000, 600_000]
-    crashes.forget(store)
-    assert crashes.pause_ms(store) == 10_000
+    entry.forget(store)
+    assert entry.pause_ms(store) == 10_000
 
 
 # --- hostile files at boot (issue 12): always a config error, never an exception ------------
@@ -218,8 +218,8 @@ def test_an_injected_newline_never_makes_a_log_line_of_its_own():
 
 
 class _GcSpy(types.ModuleType):
-    """The `gc` module main.py imports, recording what main.py asks of the collector; anything
-    else is CPython's own."""
+    """The `gc` module main.py and firmware/entry.py import, recording what they ask of the
+    collector; anything else is CPython's own."""
 
     def __init__(self, events):
         super().__init__("gc")
@@ -237,10 +237,11 @@ class _GcSpy(types.ModuleType):
 
 def test_main_collects_after_every_gc_every_bytes_allocated_from_the_first_step(tmp_path,
                                                                              monkeypatch):
-    # main.py as the board runs it (its source, not a copy), on the fakes: the Unix HAL is
-    # FakeHal, `gc` a spy. The cadence main.py states: automatic collections every _GC_EVERY
-    # (16 KB) allocated, armed once before the main loop's first step and never changed
-    # after; a full collection just before it, once the meter is built.
+    # main.py as the board runs it (its source, not a copy), with the firmware/entry.py it
+    # runs, on the fakes: the Unix HAL is FakeHal, `gc` a spy. The cadence firmware/entry.py
+    # states: automatic collections every _GC_EVERY (16 KB) allocated, armed once before the
+    # main loop's first step and never changed after; a full collection just before it, once
+    # the meter is built.
     write_config()
     events = []
     broker = FakeBroker()
@@ -283,3 +284,40 @@ def test_main_collects_after_every_gc_every_bytes_allocated_from_the_first_step(
     assert armed < first_step and events[armed - 1] == "collect"  # after the boot's collection
     assert events.count("step") == 200  # and the loop ran with it: the meter reporting
     assert broker.messages("v1/devices/me/telemetry"), broker.published[-3:]
+
+
+def _run_main_py():
+    with open(os.path.join(ROOT, "main.py"), encoding="utf-8") as f:
+        exec(compile(f.read(), "main.py", "exec"), {"__name__": "__main__"})
+
+
+def test_main_py_hands_a_firmware_whose_entry_module_does_not_load_to_bootslot(monkeypatch):
+    # An OTA slot's firmware/entry.mpy corrupted: main.py's own import of it fails, and the
+    # guard in main.py (never the firmware's code) gives the failed start to bootslot.reboot(),
+    # which counts it and falls back after a few (tests/unit/test_bootslot.py).
+    write_config()
+    unix = types.ModuleType("firmware.hal.unix")
+    unix.Hal = FakeHal
+    monkeypatch.setitem(sys.modules, "firmware.hal.unix", unix)
+    broken = ValueError("incompatible .mpy file")
+    seen = []
+    boot = types.ModuleType("bootslot")  # bootslot.run() drops its own module: a stand-in
+    boot.run = lambda hal, build: (hal, 0)
+
+    def reboot(e):
+        seen.append(e)
+        raise SystemExit(3)  # as bootslot.reset() does on the Unix port
+    boot.reboot = reboot
+    real_import = builtins.__import__
+
+    def board_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if name == "bootslot":
+            return boot
+        if name == "firmware" and fromlist and "entry" in fromlist:
+            raise broken
+        return real_import(name, globals, locals, fromlist, level)
+
+    monkeypatch.setattr("builtins.__import__", board_import)
+    with pytest.raises(SystemExit):
+        _run_main_py()
+    assert seen == [broken]

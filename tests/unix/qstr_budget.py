@@ -1,6 +1,7 @@
 # Runs on the MicroPython Unix port against the device tree (the .mpy files as deployed):
 # loads every module the firmware can ever load, checks a config as the boot does (secrets
-# with all kinds of characters), compiles main.py, and prints MicroPython's interned-name table.
+# with all kinds of characters), compiles main.py (the boot loader; firmware/entry.py, which
+# it runs, comes compiled like the rest), and prints MicroPython's interned-name table.
 # tests/unix/test_on_unix_port.py holds the count against the budget; main.py says why.
 
 import micropython
@@ -13,7 +14,7 @@ import firmware.backoff  # noqa: F401
 import firmware.config
 import firmware.connect  # noqa: F401  (loaded for each connect)
 import firmware.connecting  # noqa: F401  (loaded in the connect and attributes states)
-import firmware.crashes  # noqa: F401
+import firmware.entry  # noqa: F401  (main.py runs it)
 import firmware.credentials  # noqa: F401
 import firmware.cups  # noqa: F401
 import firmware.gesture  # noqa: F401

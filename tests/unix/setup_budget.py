@@ -1,12 +1,13 @@
 # Runs on the MicroPython Unix port against the device tree: loads what a boot into setup mode
-# loads (main.py's modules, then firmware/setup_mode.py build() and a page with its form
-# checked by the validator), renders the page, and prints the interned-name table and the heap.
+# loads (firmware/entry.py and its modules, then firmware/setup_mode.py build() and a page with
+# its form checked by the validator), renders the page, and prints the interned-name table and
+# the heap.
 # tests/unix/test_on_unix_port.py holds the figures against setup mode's budget.
 
 import gc
 import micropython
 
-import firmware.crashes  # noqa: F401  main.py's own
+import firmware.entry  # noqa: F401  main.py runs it
 import firmware.log
 import firmware.store
 import firmware.telemetry
