@@ -4,7 +4,10 @@ assigned to the device profile, fw_* shared attributes, chunks over MQTT).
 
 Versions: v1 is what the meter boots from its deployed tree, v2 a package built from the same
 tree stamped 2.0.0 (firmware/version.mpy); the test tells them apart by the boot line and by
-current_fw_version on the server. Deadlines are generous (a loaded 2-core machine)."""
+current_fw_version on the server. The first test's v2 also changes firmware/entry.py (the code
+main.py runs once the boot loader chose the tree: the meter's build and its last-chance
+handler), so its boot line shows that an update replaces that code too. Deadlines are generous
+(a loaded 2-core machine)."""
 
 import os
 import time
@@ -14,7 +17,7 @@ from e2e_support import KEY, base_config, cups_for, device_name
 from ota_support import current_version, fw_states, make_tree, package, roll_out
 
 from conftest import HEAP, TICKS_ENV
-from lab.meterhost import PulseTrain, VirtualMeter
+from lab.meterhost import RESET_EXIT_CODE, PulseTrain, VirtualMeter
 
 NAME = device_name()
 # The heap: conftest.HEAP, the suite's, as for every meter. Measured (test_update_from_v1_to_v2
@@ -70,20 +73,41 @@ def _v1(tmp_path, device_dir):
     return make_tree(str(tmp_path / "v1"), device_dir, "1.0.0")
 
 
+# v2's firmware/entry.py says so in its boot line (v1's has the line without it).
+_BOOT_LINE = '"meter firmware starting on %s: %s %s"'
+_V2_ENTRY = " (started by v2's firmware/entry.py)"
+
+
+def _v2_with_its_own_entry(tmp_path, device_dir):
+    return make_tree(str(tmp_path / "v2"), device_dir, "2.0.0", patch={
+        "firmware/entry": (_BOOT_LINE, _BOOT_LINE[:-1] + _V2_ENTRY + '"')})
+
+
+def _exited(m, timeout):
+    """The boot ended by itself (a reset: the Unix port exits), with auto_restart off."""
+    deadline = time.time() + timeout
+    while m.powered and time.time() < deadline:
+        time.sleep(0.1)
+    return not m.powered and m.exits[-1][1] == RESET_EXIT_CODE
+
+
 def test_update_from_v1_to_v2_then_its_slot_corrupted_falls_back_to_v1(tmp_path, device_dir, sim,
                                                                         meters):
     v1 = _v1(tmp_path, device_dir)
-    v2 = package(make_tree(str(tmp_path / "v2"), device_dir, "2.0.0"), "2.0.0")
+    v2 = package(_v2_with_its_own_entry(tmp_path, device_dir), "2.0.0")
     m = meters(_cfg(sim), v1)
     m.power_on()
     assert m.wait_for(r"state: \S+ -> run", 30), m.text()
+    assert _V2_ENTRY not in _booted(m, "1.0.0", 1)
     assert sim.wait_for(lambda: current_version(sim, NAME) == "1.0.0", 20)
     train = PulseTrain(m, 1000, lambda t: 18_000.0)  # 5 pulses/s through the whole update
     train.start()
     t0 = time.time()
     roll_out(sim, KEY, v2, "2.0.0")
     assert m.wait_for(r"ota: downloading firmware 2\.0\.0 \(%d bytes, SHA256\)" % len(v2), 30), m.text()
-    assert _booted(m, "2.0.0", 180, t0), m.text()[-3000:]
+    line = _booted(m, "2.0.0", 180, t0)
+    assert line, m.text()[-3000:]
+    assert line.endswith(_V2_ENTRY)  # what main.py runs came with the update
     assert m.wait_for(r"remote: firmware 2\.0\.0 confirmed", 60, t0), m.text()[-3000:]
     assert sim.wait_for(lambda: current_version(sim, NAME) == "2.0.0", 30)
     assert sim.wait_for(lambda: ("UPDATED", None) in fw_states(sim, NAME), 30), fw_states(sim, NAME)
@@ -113,25 +137,42 @@ def test_update_from_v1_to_v2_then_its_slot_corrupted_falls_back_to_v1(tmp_path,
     assert m.record("bootslot") == {"run": 1}
     t1 = time.time()
     m.power_on()
-    assert _booted(m, "2.0.0", 30, t1), m.text(t1)
+    assert (_booted(m, "2.0.0", 30, t1) or "").endswith(_V2_ENTRY), m.text(t1)
     assert m.wait_for(r"state: \S+ -> run", 30, t1)
     assert not m.count(r"ota: downloading", t1)
-    # Then the slot's flash goes bad, after the update proved itself: a module its wiring
-    # loads (main.py's build(), past the imports main.py makes itself) no longer imports.
-    # Three failed starts in a row (a traceback each), then the deployed v1 runs, reports
-    # FAILED with the reason, and v2 is not installed again.
+    # Then the slot's flash goes bad, after the update proved itself, in both places main.py's
+    # guard watches. First a module the slot's entry code loads while it builds the meter
+    # (firmware/wiring.mpy: firmware/entry.py lets that failure through on a slot); then, for
+    # the next starts, the entry module itself (firmware/entry.mpy: main.py's own import).
+    # Three failed starts in a row (a traceback each), counted together, then the deployed v1
+    # runs, reports FAILED with the reason, and v2 is not installed again.
+    garbage = b"M\x06garbage" * 10
     m.power_cut()
-    m.put_file("ota/1/firmware/wiring.mpy", b"M\x06garbage" * 10)
+    m.put_file("ota/1/firmware/wiring.mpy", garbage)
     m.tracebacks = 3
+    m.auto_restart = False  # the reset after the first failed start: by hand, below
     t2 = time.time()
     m.power_on()
+    assert _booted(m, "2.0.0", 30, t2), m.text(t2)  # the slot's entry code runs, then fails
+    assert _exited(m, 60), m.text(t2)  # bootslot.reboot(): counted, a pause, a reset
+    assert m.record("bootslot")["n"] == 1 and m.count(r"^ValueError: incompatible", t2) == 1
+    m.put_file("ota/1/firmware/entry.mpy", garbage)
+    m.auto_restart = True
+    t3 = time.time()
+    m.power_on(reset_cause=1)
     why = (r"the firmware in slot 1 failed to start 3 times in a row "
            r"\(ValueError: incompatible \.mpy file\)")
-    line = m.wait_for(r"bootslot: %s; booting the deployed firmware" % why, 60, t2)
+    line = m.wait_for(r"bootslot: %s; booting the deployed firmware" % why, 60, t3)
     assert line, m.text(t2)
-    print("slot corrupted: the deployed firmware boots %.1f s after the power-up" % (
-        [t for t, l in m.lines if l == line][0] - t2))
-    assert _booted(m, "1.0.0", 30, t2), m.text(t2)
+    t_back = [t for t, l in m.lines if l == line][0]
+    print("slot corrupted: after 2 more failed starts the deployed firmware boots %.1f s after "
+          "the power-up" % (t_back - t3))
+    # The second and third failed starts in the row: they never reached the firmware's first
+    # line (its entry module does not load), and main.py's guard counted each.
+    assert m.count(r"^ValueError: incompatible \.mpy file", t3) == 2
+    assert not [l for t, l in m.lines if t3 <= t < t_back and "firmware starting" in l]
+    line = _booted(m, "1.0.0", 30, t3)
+    assert line and _V2_ENTRY not in line, m.text(t2)
     assert sim.wait_for(lambda: _failed(sim), 60), fw_states(sim, NAME)
     assert _failed(sim)[0].startswith("the firmware in slot 1 failed to start 3 times in a row")
     assert sim.wait_for(lambda: current_version(sim, NAME) == "1.0.0", 30)
