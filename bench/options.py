@@ -112,7 +112,7 @@ def measure(build_dir):
 
 
 def table(r):
-    lines = ["import cost by module, in main.py's order (bytes; names: interned names):",
+    lines = ["import cost by module, in the boot's order (bytes; names: interned names):",
              "%-22s %8s %8s %8s %6s %8s" % ("module", ".mpy", "ROMFS", "saved", "names", "-O3")]
     tf = tr = to = 0
     for a, b, c in zip(r["files"]["imports"], r["romfs"]["imports"], r["o3"]["imports"]):
