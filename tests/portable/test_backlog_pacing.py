@@ -155,3 +155,35 @@ def test_pacer_a_week_long_outage_does_not_stall_telemetry():
             sent += 1
         clk.advance_ms(10)
     assert 1600 // 60 <= sent <= 2 * 1600 // 60 + 1
+
+
+def test_the_flash_half_is_loaded_only_while_readings_wait_on_flash():
+    # firmware/backlog.py: online, readings leave from the RAM ring and the chunk-file code
+    # (firmware/backlog_flash.py, about 2.7 KB of heap) is not loaded; an outage's first spill
+    # loads it, and it goes again once the flash is drained.
+    import sys
+    name = "firmware.backlog_flash"
+    fresh_dir()
+    b = Backlog(ListLog(), 2880)
+    b.load()  # nothing on flash: loaded for the boot scan only
+    assert name not in sys.modules
+    _fill(b, 19)
+    assert name not in sys.modules and b.flash_points() == 0
+    _fill(b, 131, start=19)  # the first spill at 20
+    assert name in sys.modules and b.flash_points() == 140 and len(b) == 150
+    got = []
+    while b.flash_points():
+        assert name in sys.modules
+        batch = b.peek(17)
+        got.extend(batch)
+        b.drop(len(batch))
+    assert name not in sys.modules  # flash drained, 10 readings in the ring
+    got.extend(_drain(b))
+    assert [r[1] for r in got] == list(range(1000, 1150))
+    # After a reset with readings on flash, it stays until they are sent.
+    _fill(b, 60, start=150)
+    b2 = Backlog(ListLog(), 2880)
+    b2.load()
+    assert name in sys.modules and len(b2) == 60
+    assert [r[1] for r in _drain(b2)] == list(range(1150, 1210))
+    assert name not in sys.modules and os.listdir("state/buf") == []

@@ -2,8 +2,10 @@
 
 On the MicroPython Unix port the block device fails (firmware/hal/unix.py, METER_FLASH_*);
 here the file operations fail instead: the open-for-writing, rename, remove and mkdir calls of
-firmware/store.py and firmware/backlog.py, the only modules that write, raise OSError as the
-port's LittleFS does. Reads always work.
+firmware/store.py and firmware/backlog_flash.py, the only modules that write, raise OSError as
+the port's LittleFS does. Reads always work. The backlog's flash half stays imported while
+faults are injected (the Backlog still drops and re-imports it as on the meter, but gets this
+patched module back): unloading it would bring back the real os.
 
     faults = FlashFaults(monkeypatch)
     faults.clock = broker.now_ms             # what `refused` and `done` are timed with
@@ -23,13 +25,15 @@ through in `done`, so a test can tell that a write site was exercised and at wha
 
 import builtins
 import errno
+import importlib
 import os
+import sys
 
+import firmware
 import firmware.backlog
 import firmware.store
 
 _REAL_OPEN = builtins.open
-_MODULES = (firmware.store, firmware.backlog)
 
 
 class _Os:
@@ -69,9 +73,13 @@ class FlashFaults:
         self.refused = []
         self.done = []
         proxy = _Os(self)
-        for mod in _MODULES:
+        flash = importlib.import_module("firmware.backlog_flash")
+        for mod in (firmware.store, flash):
             monkeypatch.setattr(mod, "os", proxy)
             monkeypatch.setattr(mod, "open", self._open, raising=False)
+        monkeypatch.setitem(sys.modules, "firmware.backlog_flash", flash)
+        monkeypatch.setattr(firmware, "backlog_flash", flash, raising=False)
+        monkeypatch.setattr(firmware.backlog, "unload", lambda *names: None)
 
     # --- what the test says -------------------------------------------------------------------
     def fail(self, err, after=0, match=None, times=None, ops=None):

@@ -3,8 +3,10 @@ never resets for a storage error, keeps counting and reporting, tries a failing 
 bounded pace and gets its state back onto flash once writes work again (tests/unit/flashfaults.py
 makes the writes fail; README: when the flash fails)."""
 
+import builtins
 import errno
 import os
+import sys
 
 import pytest
 
@@ -420,9 +422,12 @@ def test_a_refused_thin_is_tried_again_at_the_next_spill(faults):
 
 def test_a_refused_merge_is_tried_again_at_the_next_spill(faults):
     b = Backlog(_log()[0], 2880, files_max=2)
+    from firmware import backlog_flash  # the one the faults patched (tests/unit/flashfaults.py)
+    b._rec = bytearray(20)  # the record buffer the Backlog gives its flash half when loaded
     for seq in (1, 2, 3):  # what thinning leaves: small chunks (written as a spill writes them)
-        b._write_chunk(seq, None, 0, [(1_795_000_000_000 + (seq * 10 + i) * 60_000,
-                                       1000 + seq * 10 + i, 0) for i in range(10)])
+        backlog_flash._write_chunk(b, seq, None, 0, [
+            (1_795_000_000_000 + (seq * 10 + i) * 60_000, 1000 + seq * 10 + i, 0)
+            for i in range(10)])
     b.load()
     faults.fail(errno.EIO, after=2)  # the spill's own write goes through, the merge's not
     _fill(b, 20, start=100)
@@ -493,3 +498,59 @@ def test_a_full_filesystem_at_boot_keeps_the_readings_in_ram(monkeypatch, faults
     _fill(b, 100)
     assert faults.count(refused=False) == 0  # no chunk written
     assert [r[1] for r in _drain(b)] == list(range(1068, 1100))  # the ring: the newest 32
+
+
+class _NoRoom:
+    """Importing firmware/backlog_flash.py fails for want of memory while `on` (on the meter:
+    no free block for its bytecode at that moment)."""
+
+    def __init__(self, monkeypatch):
+        self.on = True
+        real = builtins.__import__
+
+        def hook(name, globals=None, locals=None, fromlist=(), level=0):
+            if self.on and (name == "firmware.backlog_flash" or
+                            name == "firmware" and fromlist and "backlog_flash" in fromlist):
+                raise MemoryError("memory allocation failed, allocating 2112 bytes")
+            return real(name, globals, locals, fromlist, level)
+
+        monkeypatch.setattr(builtins, "__import__", hook)
+
+
+def test_no_memory_for_the_flash_code_keeps_the_readings_in_ram_until_there_is(monkeypatch):
+    log, lines = _log()
+    b = Backlog(log, 2880)
+    b.load()
+    room = _NoRoom(monkeypatch)
+    _fill(b, 30)  # 11 spills tried, each without the room to load the code
+    assert len(b) == 30 and b.flash_points() == 0 and b.errors == 0  # the flash refused nothing
+    assert "firmware.backlog_flash" not in sys.modules
+    assert len([line for line in lines if "no memory to load their code" in line]) == 1
+    room.on = False
+    _fill(b, 1, start=30)  # room again: the overdue spill goes to flash
+    assert b.flash_points() == 20 and len(b) == 31
+    _fill(b, 49, start=31)
+    assert [r[1] for r in _drain(b)] == list(range(1000, 1080))  # none lost, in order
+    assert "firmware.backlog_flash" not in sys.modules
+
+
+def test_no_memory_for_the_flash_code_at_boot_leaves_the_chunks_for_the_next_boot(monkeypatch):
+    b = Backlog(_log()[0], 2880)
+    b.load()
+    _fill(b, 60)  # three spills: on flash, as a previous boot left them
+    with open("state/buf/00000001.bin", "rb") as f:
+        chunk = f.read()
+    log, lines = _log()
+    room = _NoRoom(monkeypatch)
+    b2 = Backlog(log, 2880)
+    b2.load()  # no crash, no reset: this boot keeps its offline readings in RAM
+    assert b2.max_points == 0 and len(b2) == 0
+    assert any("offline readings stay in RAM this boot" in line for line in lines)
+    _fill(b2, 40, start=60)  # an outage: nothing is written over the chunk left on flash
+    assert len(b2) == 32 and b2.flash_points() == 0
+    with open("state/buf/00000001.bin", "rb") as f:
+        assert f.read() == chunk
+    room.on = False
+    b3 = Backlog(_log()[0], 2880)  # the next boot, with room: the chunks are sent
+    b3.load()
+    assert [r[1] for r in _drain(b3)] == list(range(1000, 1060))
