@@ -15,6 +15,11 @@ Each module's import is then split four ways:
     objects  the rest: module and its dict, function and class objects, globals
 A module unloaded after use (startup, config, cups, provision) keeps only its names.
 
+`python -m bench.breakdown` (about 40 s, under the shared machine's lock for heavy runs) runs
+only this and make bench's heap figures (bench/heap.py heap_figures: the live heap after boot
+and while running), and prints both. It builds make bench's trees (build/bench): the trees'
+paths are interned with the modules' file names, so another directory would move the figures.
+
 The HAL row compares firmware/hal/unix.mpy with firmware/hal/esp32.mpy imported on this port
 (bench/probe/halcost.py: a stand-in `network` module, imported first and not counted, lets
 esp32.mpy load here), so the simulator's own share is visible.
@@ -233,3 +238,24 @@ def table(b):
                      h["unix"]["bytes"], h["unix"]["names"], h["esp32"]["bytes"],
                      h["esp32"]["names"], h["unix"]["bytes"] - h["esp32"]["bytes"]))
     return "\n".join(lines)
+
+
+def main():
+    import json
+    from bench import heap
+    from bench.rig import Rig
+    from bench.settings import FULL
+    from bench.trees import build_trees
+    trees = build_trees()
+    rig = Rig(trees)
+    try:
+        print(table(breakdown(rig, trees, FULL)))
+        print()
+        print("heap figures (bench/heap.py, as make bench):",
+              json.dumps(heap.heap_figures(rig, "firmware", FULL), sort_keys=True))
+    finally:
+        rig.close()
+
+
+if __name__ == "__main__":
+    main()
