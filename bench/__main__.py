@@ -1,4 +1,4 @@
-"""python -m bench [--smoke] [--out FILE] [--keep] [--build DIR]   (make bench)
+"""python -m bench [--smoke] [--out FILE] [--keep] [--build DIR] [--only PARTS]   (make bench)
 
 Prints the table and writes the figures (results.json) and, beside them, the pulse-loss table
 as a chart (pulse_loss.png). Exit status 1 when a part could not be
@@ -41,7 +41,11 @@ def _micropython():
     return r.stdout.strip()
 
 
-def run(s, out_path, keep=False, log=print, build_dir=None):
+PARTS = ("isr_alloc", "heap", "boot_times", "ota", "power", "pulse_loss", "heap_breakdown",
+         "allocations", "min_heapsize", "wire", "messages_per_hour", "flash")
+
+
+def run(s, out_path, keep=False, log=print, build_dir=None, only=None):
     trees = build_trees(build_dir) if build_dir else build_trees()
     rig = Rig(trees, keep=keep)
     figures, meta, problems = {}, {}, []
@@ -87,6 +91,9 @@ def run(s, out_path, keep=False, log=print, build_dir=None):
                   ("wire", lambda: wire.wire_bytes(rig, s)),
                   ("messages_per_hour", lambda: hour.messages_per_hour(rig, s)),
                   ("flash", lambda: flash.flash_figures(rig, trees, s))]
+    if only:  # a maintainer's quick look at some parts (--only): the rest are not run
+        parts = [p for p in parts if p[0] in only]
+        long_parts = [p for p in long_parts if p[0] in only]
     try:
         if s.parallel:
             # Power accuracy times pulses against the host clock: it runs alone first, since on
@@ -136,9 +143,14 @@ def main(argv=None):
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.json"))
     ap.add_argument("--keep", action="store_true", help="keep the work directory (flash images, consoles)")
     ap.add_argument("--build", help="where to build the device trees (default build/bench)")
+    ap.add_argument("--only", help="run only these parts, comma-separated (e.g. heap,allocations;"
+                    " all: %s)" % ",".join(PARTS))
     a = ap.parse_args(argv)
     s = SMOKE if a.smoke else FULL
-    results, problems = run(s, a.out, a.keep, build_dir=a.build)
+    only = set(a.only.split(",")) if a.only else None
+    if only and only - set(PARTS):
+        ap.error("no such part: %s" % ", ".join(sorted(only - set(PARTS))))
+    results, problems = run(s, a.out, a.keep, build_dir=a.build, only=only)
     print()
     print(report.table(results))
     print()
@@ -153,10 +165,11 @@ def main(argv=None):
                                                  results["meta"].get("tls", "n/a")))
     print("written to %s" % os.path.relpath(a.out, os.getcwd()))
     # The pulse-loss table as a picture, beside results.json (lab/charts.py).
-    from lab.charts import loss_chart
-    chart = os.path.join(os.path.dirname(os.path.abspath(a.out)), "pulse_loss.png")
-    loss_chart(chart, results)
-    print("pulse-loss chart written to %s" % os.path.relpath(chart, os.getcwd()))
+    if not only or "pulse_loss" in only:
+        from lab.charts import loss_chart
+        chart = os.path.join(os.path.dirname(os.path.abspath(a.out)), "pulse_loss.png")
+        loss_chart(chart, results)
+        print("pulse-loss chart written to %s" % os.path.relpath(chart, os.getcwd()))
     for p in problems:
         print("problem: %s" % p)
     return 1 if problems else 0

@@ -7,10 +7,11 @@ alloctrace.py), where each site is one source line. With the collector off, what
 gc.mem_alloc() grows by between two such calls is charged to the first one's line: the
 statement's own allocations and those of any C code it calls (a one-line body such as
 `if x: return y` has no probe of its own and is charged to its header's line). The probe
-traces every main-loop step for BENCH_CYCLES publish cycles once BENCH_STEADY readings were
-acknowledged. Per publishing step and per cycle, each line's bytes are the median over the
-steps of that kind; the instrumentation itself allocates nothing (a step's total matches
-alloc_per_publish_bytes of the untraced heap run).
+traces every main-loop step, and every gap between two steps (the main loop's sleep in the
+HAL), for BENCH_CYCLES publish cycles once BENCH_STEADY readings were acknowledged. Per
+publishing step and per cycle, each line's bytes are the median over the steps (cycles) of
+that kind; the instrumentation itself allocates nothing (a step's total matches
+alloc_per_publish_bytes of the untraced heap run, a cycle's alloc_per_cycle_bytes).
 """
 
 import ast
@@ -93,7 +94,12 @@ def build_traced(probe_tree, out):
 
 def run(rig, trees, s, steady=3, cycles=3, timeout=150):
     tree, sites = build_traced(trees["device-probe"], trees["device-probe"] + "-traced")
-    cfg = rig.config(publish_interval_s=2, persist_interval_s=10)
+    # A traced step runs slower than an untraced one (a probe call before every statement):
+    # past a third of the debounce, firmware/pulses.py would not trust its chunk, and its
+    # pulse would leave the power (and its float) unchanged, a path the untraced meter does
+    # not take. A debounce of 300 ms keeps the traced steps well inside the trusted third at
+    # this load (a pulse a second), and changes nothing else a cycle allocates.
+    cfg = rig.config(publish_interval_s=2, persist_interval_s=10, pulse_min_interval_ms=300)
     m = rig.meter("firmware", cfg, probe=True, tag="-alloctrace",
                   env={"BENCH_ALLOCTRACE": "1", "BENCH_STEADY": str(steady),
                        "BENCH_CYCLES": str(cycles), "BENCH_SITES": str(len(sites) + 1)})
@@ -119,24 +125,26 @@ def _median(v):
 def parse(lines, sites):
     """-> {"publish": {...}, "cycle": {...}, "sites": {site: [file, line, text]}}: per kind,
     total (median bytes) and lines [(site, median bytes)] largest first."""
-    steps = []  # (published, (net, requested), {site: (net, requested)})
+    steps = []  # (kind, published, (net, requested), {site: (net, requested)})
     for line in lines:
         p = line.split()
-        if line.startswith("ALLOC step "):
-            steps.append((int(p[2]), (int(p[3]), int(p[4])), {}))
+        if line.startswith(("ALLOC step ", "ALLOC gap ")):
+            steps.append((p[1], int(p[2]), (int(p[3]), int(p[4])), {}))
         elif line.startswith("ALLOC site ") and steps:
-            steps[-1][2][int(p[2])] = (int(p[3]), int(p[4]))
+            steps[-1][3][int(p[2])] = (int(p[3]), int(p[4]))
     # A publishing step is one after which the acknowledged count went up; a cycle is every
-    # step from just after one publishing step up to and including the next.
+    # step and gap from just after one publishing step up to and including the next.
     pub, cycles = [], []
     cur = None
-    prev = steps[0][0] if steps else 0
-    for published, total, by_site in steps:
+    prev = steps[0][1] if steps else 0
+    for kind, published, total, by_site in steps:
         if cur is not None:
             for k, (n, r) in by_site.items():
                 o = cur[1].get(k, (0, 0))
                 cur[1][k] = (o[0] + n, o[1] + r)
             cur[0] = (cur[0][0] + total[0], cur[0][1] + total[1])
+        if kind == "gap":
+            continue
         if published > prev:
             pub.append((total, by_site))
             if cur is not None:
@@ -158,7 +166,7 @@ def parse(lines, sites):
 def table(a, top=25):
     lines = []
     for kind, title in (("publish", "one publishing step (sample, payload, publish, PUBACK)"),
-                        ("cycle", "one 2 s publish cycle at 1 pulse/s (the idle steps too)")):
+                        ("cycle", "one 2 s publish cycle at 1 pulse/s (idle steps and sleeps too)")):
         r = a[kind]
         lines.append("allocations, %s: net %d bytes, requested %d (median of %d), by line:" % (
             title, r["net"], r["requested"], r["steps"]))

@@ -497,7 +497,10 @@ class PulseCounter:
                 # One edge after a long gap: the load was at most one pulse over that gap.
                 self.power_w = self._wus_per_pulse / (gap_ms * 1000)
         if intervals > 0 and dt > 0:
-            self.power_w = intervals * self._wus_per_pulse / dt
+            # A float is a heap object: one interval (the usual case below a pulse per step)
+            # divides once, one float per pulse; int * float, then / dt, would make two.
+            w = self._wus_per_pulse
+            self.power_w = (w if intervals == 1 else intervals * w) / dt
             self._interval_us = dt // intervals
         self._prev_us = last
         self._prev_ms = now_ms

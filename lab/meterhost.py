@@ -5,7 +5,8 @@ the pulse input (a FIFO; every 4-byte record is one edge and the instant it happ
 monotonic clock, which the firmware's pulse thread replays: real pulses at the moment they are
 written, their contact bounce and spikes after them, see Bounce and firmware/hal/unix.py), the
 Wi-Fi (a file holding up/down/nodns, and the site's networks with their passwords:
-set_wifi()), the access point of setup mode (its page on a loopback port of its own:
+set_wifi()), the BOOT button (a file: press_button()), a control FIFO that tells the firmware
+when one of those two files changed (it reads them only then), the access point of setup mode (its page on a loopback port of its own:
 access_point()), the unique id, and the power supply: power_on() starts `micropython main.py`
 from the device tree
 (tools/build_device.py), power_cut() is SIGKILL, and a firmware reset (exit code 3) powers it
@@ -152,6 +153,7 @@ class VirtualMeter:
         self.fifo = os.path.join(workdir, "pulses")
         self.netfile = os.path.join(workdir, "net")
         self.buttonfile = os.path.join(workdir, "button")
+        self.controlfile = os.path.join(workdir, "control")  # METER_CONTROL (firmware/hal/unix.py)
         self.apfile = os.path.join(workdir, "ap.json")
         self.ap_port, self.dns_port = _free_port(socket.SOCK_STREAM), _free_port(socket.SOCK_DGRAM)
         self.console_path = os.path.join(workdir, "console.log")
@@ -178,6 +180,9 @@ class VirtualMeter:
         # O_RDWR: a FIFO opened this way never blocks and never gets EPIPE; the firmware's
         # feeder thread is the other reader.
         self._fifo_fd = os.open(self.fifo, os.O_RDWR | os.O_NONBLOCK)
+        if not os.path.exists(self.controlfile):
+            os.mkfifo(self.controlfile)
+        self._control_fd = os.open(self.controlfile, os.O_RDWR | os.O_NONBLOCK)
         self.set_net("up")
         self.put_config(config)
         for fname, data in (files or {}).items():
@@ -221,6 +226,7 @@ class VirtualMeter:
         with open(self.netfile + ".tmp", "w") as f:
             f.write("\n".join(lines))
         os.replace(self.netfile + ".tmp", self.netfile)
+        self._changed()
 
     def set_wifi(self, *networks, state="up"):
         self.set_net(state, networks)
@@ -242,6 +248,16 @@ class VirtualMeter:
             open(self.buttonfile, "w").close()
         elif os.path.exists(self.buttonfile):
             os.unlink(self.buttonfile)
+        self._changed()
+
+    def _changed(self):
+        # The firmware looks at the network and button files when a byte arrives on the control
+        # FIFO, within one main-loop step; written after the file, so the look sees the change.
+        # Full (the meter is off, or not reading): it has bytes to read already.
+        try:
+            os.write(self._control_fd, b".")
+        except OSError:
+            pass
 
     def pulse(self, n=1, bounce=None, at=None):
         """n real pulses on the pulse input, now (or at host time.monotonic() `at`, at most
@@ -302,6 +318,7 @@ class VirtualMeter:
         e = dict(os.environ)
         e.update(MICROPYPATH=os.path.join(self.device_dir, "lib") + ":.frozen",
                  METER_FLASH=self.flash, METER_PULSES=self.fifo, METER_NET=self.netfile,
+                 METER_CONTROL=self.controlfile,
                  METER_UID=self.uid, METER_BUTTON=self.buttonfile, METER_AP=self.apfile,
                  METER_AP_PORT=str(self.ap_port), METER_DNS_PORT=str(self.dns_port))
         e.update(self.extra_env)
@@ -313,6 +330,11 @@ class VirtualMeter:
         with self._lock:
             assert not self.powered
             self.reset_cause = reset_cause
+            try:  # changes made while off: the boot looks at the files anyway
+                while os.read(self._control_fd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
             self.proc = subprocess.Popen(
                 [MICROPYTHON, "-X", "heapsize=" + self.heap, os.path.join(self.device_dir, "main.py")],
                 cwd=self.dir, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -399,10 +421,11 @@ class VirtualMeter:
         self.auto_restart = False
         self._closed = True
         self.power_cut()
-        try:
-            os.close(self._fifo_fd)
-        except OSError:
-            pass
+        for fd in (self._fifo_fd, self._control_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     # --- console -----------------------------------------------------------------------------------
     def text(self, since=0):

@@ -13,14 +13,17 @@
 # words, py/objfun.c), allocated at the call (charged to the calling line) and freed at the
 # return (a negative net figure on the callee's last line).
 #
-# run(): after BENCH_STEADY acknowledged publishes, every Supervisor.step is traced for
-# BENCH_CYCLES publish cycles. Each step prints "ALLOC step <published> <net> <requested>" and
-# then "ALLOC site <site> <net> <requested>" for each site that allocated; site 0 is everything outside the
-# instrumented code (the probe's own step wrapper, which allocates nothing).
+# run(): after BENCH_STEADY acknowledged publishes, every Supervisor.step, and every gap
+# between two steps (the main loop's pulses.idle() and the HAL's sleep_ms: what the heap
+# figure's cycle counts too), is traced for BENCH_CYCLES publish cycles. At the start of the
+# next step each prints "ALLOC step <published> <net> <requested>" (or "ALLOC gap ...") and
+# then "ALLOC site <site> <net> <requested>" for each site that allocated; site 0 is
+# everything outside the instrumented code (the probe's step wrapper, which allocates nothing).
 
 import gc
 import os
 import sys
+from _thread import get_ident
 from array import array
 from gc import mem_alloc
 
@@ -32,11 +35,15 @@ _last = 0
 _glast = 0
 _bytes = array("l", [0])
 _gross = array("l", [0])
+_main = get_ident()
 
 
 def _mt(site):
+    # Only the main thread's lines: the HAL's pulse thread (firmware/hal/unix.py _feed) runs
+    # traced code too, and its _mt calls, between two of the main thread's, would charge the
+    # main thread's bytes to the pulse thread's line. get_ident() is a small int: no allocation.
     global _cur, _last, _glast
-    if _on:
+    if _on and get_ident() == _main:
         a = mem_alloc()
         g = mem_total()
         _bytes[_cur] += a - _last
@@ -62,48 +69,66 @@ def _stop():
     _gross[_cur] += mem_total() - _glast
 
 
-def _dump(published):
+def _dump(kind, published, b, g):
     total = gross = 0
-    for i in range(len(_bytes)):
-        total += _bytes[i]
-        gross += _gross[i]
-    print("ALLOC step %d %d %d" % (published, total, gross))
-    for i in range(len(_bytes)):
-        if _bytes[i] or _gross[i]:
-            print("ALLOC site %d %d %d" % (i, _bytes[i], _gross[i]))
-            _bytes[i] = 0
-            _gross[i] = 0
+    for i in range(len(b)):
+        total += b[i]
+        gross += g[i]
+    print("ALLOC %s %d %d %d" % (kind, published, total, gross))
+    for i in range(len(b)):
+        if b[i] or g[i]:
+            print("ALLOC site %d %d %d" % (i, b[i], g[i]))
+            b[i] = 0
+            g[i] = 0
 
 
 def run(_overhead):
-    global _bytes, _gross
     steady = int(os.getenv("BENCH_STEADY") or 3)
     cycles = int(os.getenv("BENCH_CYCLES") or 3)
     n = int(os.getenv("BENCH_SITES") or 4096)
-    _bytes = array("l", [0] * n)
-    _gross = array("l", [0] * n)
+    # One pair of arrays for the step, one for the gap after it: both are printed (and the
+    # collector run) at the start of the next step, not at the end of this one. Work done
+    # between a step and the main loop's pulses.idle() makes the step look long to the pulse
+    # counter (firmware/pulses.py: a chunk whose step exceeds a third of the debounce is not
+    # trusted, and its edges leave the power unchanged), so the traced loop would not take
+    # the path an untraced one takes; before a step, the loop is asleep as far as it knows.
+    # "i": a step's bytes fit 32 bits, and four arrays of "l" would crowd the meter's heap;
+    # made from zero bytes (raw), not from a list of n ints, which is twice their size.
+    z = bytes(4 * n)
+    step_b, step_g, gap_b, gap_g = array("i", z), array("i", z), array("i", z), array("i", z)
+    del z
     from firmware.supervisor import Supervisor
     orig = Supervisor.step
-    state = [0, 0]  # publishing steps traced, tracing on
+    state = [0, 0, -1]  # publishing steps traced, tracing on, the last step's published count
 
     def step(meter):
+        global _bytes, _gross
         if not state[1]:
             orig(meter)
             if meter.pipeline.published >= steady:
                 state[1] = 1
+                _bytes, _gross = gap_b, gap_g
+                _start()  # the gap after this publishing step, up to the next step
             return
+        _stop()
+        if state[2] >= 0:
+            _dump("step", state[2], step_b, step_g)
+        _dump("gap", meter.pipeline.published, gap_b, gap_g)
+        gc.enable()
+        gc.collect()
+        if state[0] > cycles:
+            print("ALLOC done")
+            sys.exit(0)
         before = meter.pipeline.published
+        _bytes, _gross = step_b, step_g
         _start()
         orig(meter)
         _stop()
-        _dump(meter.pipeline.published)
-        gc.enable()
-        gc.collect()
-        if meter.pipeline.published > before:
+        state[2] = meter.pipeline.published
+        if state[2] > before:
             state[0] += 1
-            if state[0] > cycles:
-                print("ALLOC done")
-                sys.exit(0)
+        _bytes, _gross = gap_b, gap_g
+        _start()  # the gap: run_forever's pulses.idle() and sleep_ms
 
     Supervisor.step = step
     import meter_main  # noqa: F401  (main.py: runs the meter until step() exits)

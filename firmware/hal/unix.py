@@ -35,6 +35,14 @@
 #   wifi_status() says), a joined meter drops off when its line changes (the site changed its
 #   password), and the access point's scan lists them; with none, every join works
 #   (firmware/hal/unix_ap.py judges them, loaded only when the script lists any).
+# - METER_CONTROL: a FIFO the harness writes a byte to after it changes the network or BOOT
+#   button file (lab/meterhost.py). The files are looked at once at boot, and then only when a
+#   byte arrives: the main loop's sleep polls the FIFO with the pulse doorbell, so a change is
+#   seen within one main-loop step, and a meter whose files do not change reads nothing
+#   (reading them allocates: a file object, its text; a board reads a register its Wi-Fi task
+#   and pin keep up to date, and make bench's allocations per cycle are the firmware's own).
+#   Without METER_CONTROL the files are read at boot only; a person editing them by hand
+#   writes to the FIFO too (echo >control).
 # - Access point (setup mode): firmware/hal/unix_ap.py, loaded only in setup mode.
 # - Time: the RTC reads the host's clock, and NTP answers from it, unless METER_NTP=fail, the
 #   network file says "nontp", or there is no network. METER_RTC models an RTC of its own
@@ -45,7 +53,8 @@
 #   before they wrap; ticks_us then wraps every 17.9 min, ticks_ms every 12.4 days. The virtual
 #   meters (lab/meterhost.py) run with it.
 # - METER_UID: hex unique id (the MAC on a board); METER_BUTTON: a file whose presence means
-#   the BOOT button is held; METER_FLASH_DELAY_MS: a slow flash chip (each block write blocks).
+#   the BOOT button is held (looked at with the network file, METER_CONTROL);
+#   METER_FLASH_DELAY_MS: a slow flash chip (each block write blocks).
 # - Flash faults (the meter must degrade, never reset: README, when the flash fails):
 #     a smaller flash               an image keeps the size it was made with (file size / 4096
 #                                   blocks; a new one has 512, 2 MiB): create the file, 0xFF
@@ -89,13 +98,6 @@ RESET_EXIT_CODE = 3
 _BLOCK = const(4096)
 _ERASE_CHUNK = const(256)
 _BLOCKS = const(512)  # 2 MiB, the data partition of a 4 MiB ESP32 module
-# The network and BOOT button files are looked at this often, together, while the main loop
-# sleeps (sleep_ms), never inside its step: each look allocates (a file object, os.stat's
-# tuple), where the board reads a register its Wi-Fi task and pin keep up to date, and the
-# allocations per main-loop step that make bench reports are the firmware's own. Once a
-# second (256 bytes a look) is still quicker than a board notices a lost access point (its
-# beacon timeout is seconds), and a press is held for seconds.
-_NET_CHECK_MS = const(1000)
 _TICKS_MASK = const(0x3FFFFFFF)  # the ESP32's ticks period, 2**30, minus 1
 _TICKS_HALF = const(0x20000000)
 _EDGE_REC = const(4)  # bytes per edge in the pulse FIFO
@@ -252,8 +254,9 @@ class Hal:
             from firmware.hal import unixrtc
             self.epoch_ms = unixrtc.build(self, rtc).epoch_ms
         self._net_file = os.getenv("METER_NET")
-        self._net_state = "up"  # METER_NET's text: the state, then the site's networks
-        self._net_ms = None
+        # METER_NET's text (the state, then the site's networks), or None: the files are to be
+        # looked at, at the first _net() and after a byte on the control FIFO (sleep_ms).
+        self._net_state = None
         self._button = [os.getenv("METER_BUTTON"), False]  # its file; held (_net)
         self._wifi_on = False  # or the (ssid, password) of the join asked for
         self._hw = None
@@ -261,7 +264,14 @@ class Hal:
         self._wake = None  # UDP socket on loopback: the pulse thread's doorbell
         self._wake_addr = None
         self._wake_buf = bytearray(16)
-        self._poll = None
+        self._poll = None  # the wake socket and the control FIFO, polled in sleep_ms
+        path = os.getenv("METER_CONTROL")
+        if path:
+            import select
+            self._poll = select.poll()
+            # "r+b": read and write, so opening never waits for the harness to open its end,
+            # and a harness gone leaves no end-of-file for poll to report at every call.
+            self._poll.register(open(path, "r+b"), select.POLLIN)
         self.sched_overflows = 0  # edges whose soft IRQ was dropped (queue full)
         self.wdt_fed_ms = None
         self._fault_at = None
@@ -281,10 +291,6 @@ class Hal:
         # 0.2 ms (tests/e2e/test_e2e_bounce.py, 50 pulses/s, 12 ms).
         st = self._st
         st[_ASLEEP] = 1
-        if self._net_ms is not None and time.ticks_diff(time.ticks_ms(), self._net_ms) >= \
-                _NET_CHECK_MS:
-            self._net_ms = None  # due: the files are looked at again now (_net)
-        self._net()
         if self._poll is None:
             time.sleep_ms(ms)
             st[_ASLEEP] = 0
@@ -297,12 +303,20 @@ class Hal:
                 return
             # ipoll, not poll: poll() returns a new list at every call (on this port, several
             # per main-loop step); ipoll reuses one tuple for what it yields.
-            for _ in self._poll.ipoll(left):
-                try:
-                    while self._wake.readinto(self._wake_buf):
-                        pass
-                except OSError:
-                    pass  # EAGAIN: drained
+            for s, _ in self._poll.ipoll(left):
+                if s is self._wake:
+                    try:
+                        while s.readinto(self._wake_buf):
+                            pass
+                    except OSError:
+                        pass  # EAGAIN: drained
+                else:
+                    # The control FIFO: a file changed. One byte (a stream's readinto waits for
+                    # as many as it is asked for; more wake the next ipoll), then the look, here
+                    # while the loop sleeps: the next step sees the new state.
+                    s.readinto(self._wake_buf, 1)
+                    self._net_state = None
+                    self._net()
 
     def epoch_ms(self, ms=None):
         """The RTC in Unix ms (the host's clock); epoch_ms(ms) sets it: NTP answers from the
@@ -338,15 +352,15 @@ class Hal:
 
     # --- network -----------------------------------------------------------------------------
     def _net(self):
-        # The files as of the last look (sleep_ms asks for the next one), or a first look.
-        if self._net_ms is None:
-            self._net_ms = time.ticks_ms()
+        # The files as of the last look (at boot, and after each byte on the control FIFO).
+        if self._net_state is None:
+            self._net_state = "up"
             if self._net_file is not None:
                 try:
                     with open(self._net_file) as f:
                         self._net_state = f.read().strip() or "up"
                 except OSError:
-                    self._net_state = "up"
+                    pass
             b = self._button
             if b[0]:
                 try:
@@ -436,7 +450,8 @@ class Hal:
                 continue
         s.setblocking(False)
         self._wake, self._wake_addr = s, addr
-        self._poll = select.poll()
+        if self._poll is None:
+            self._poll = select.poll()
         self._poll.register(s, select.POLLIN)
 
     def _feed(self, path):
@@ -502,7 +517,7 @@ class Hal:
 
     def boot_button_held(self, pin=None):
         # Is the button down now (never waits)? The file's presence is the press, looked at
-        # with the network file (_net, _NET_CHECK_MS).
+        # with the network file (_net, METER_CONTROL).
         if pin is None or not self._button[0]:
             return False
         self._net()

@@ -54,3 +54,21 @@ def test_a_probe_goes_before_each_statement_of_a_block_but_never_before_an_elif(
     exec(compile(traced.replace("from alloctrace import _mt", "_mt = lambda s: None"), "t",
                  "exec"), ns)
     assert ns["f"](0) == 2 and ns["f"](None) == 1 and ns["f"](3) == [3]
+
+
+def test_a_traced_cycle_counts_the_sleeps_between_steps_and_a_publishing_step_does_not():
+    # What bench/probe/alloctrace.py prints: a step, then the gap after it (the main loop's
+    # sleep in the HAL), each with the lines that allocated.
+    sites = [(0, "(outside)", 0, ""), (1, "a.py", 10, "x = []"), (2, "hal.py", 20, "open(f)")]
+    lines = ["ALLOC gap 5 96 96", "ALLOC site 2 96 96",  # before the first publishing step
+             "ALLOC step 6 64 64", "ALLOC site 1 64 64",  # publishes
+             "ALLOC gap 6 32 32", "ALLOC site 2 32 32",
+             "ALLOC step 6 0 0",
+             "ALLOC gap 6 32 32", "ALLOC site 2 32 32",
+             "ALLOC step 7 64 64", "ALLOC site 1 64 64",  # publishes: a cycle ends
+             "ALLOC gap 7 0 0"]
+    a = alloctrace.parse(lines, sites)
+    assert a["publish"]["net"] == 64 and a["publish"]["steps"] == 2
+    assert a["publish"]["lines"] == [[1, 64, 64]]  # the sleeps are not the step's
+    assert a["cycle"]["net"] == 128 and a["cycle"]["steps"] == 1
+    assert sorted(a["cycle"]["lines"]) == [[1, 64, 64], [2, 64, 64]]
