@@ -77,7 +77,8 @@
 #   before LittleFS mounts, so a blank image cannot be formatted under it: give the meter an
 #   image made beforehand (lab/flashimg.py).
 # - METER_FAULT_MS: the first watchdog feed after this many ms of uptime raises RuntimeError,
-#   an unexpected fault deep in the main loop, for the tests of the last-chance handler (firmware/entry.py).
+#   an unexpected fault deep in the main loop, for the tests of the last-chance handler
+#   (firmware/entry.py).
 # - reset(): exits with RESET_EXIT_CODE; the harness (lab/meterhost.py) powers the meter up
 #   again, like the chip's reset line would, with METER_RESET=1 (the reset reason register:
 #   it survives a reset, not a power cut). reset_cause() reads it: 1 reset, 2 watchdog, unset
