@@ -101,7 +101,7 @@ def run(rig, trees, s, steady=3, cycles=3, timeout=150):
     # this load (a pulse a second), and changes nothing else a cycle allocates.
     cfg = rig.config(publish_interval_s=2, persist_interval_s=10, pulse_min_interval_ms=300)
     m = rig.meter("firmware", cfg, probe=True, tag="-alloctrace",
-                  env={"BENCH_ALLOCTRACE": "1", "BENCH_STEADY": str(steady),
+                  env={"BENCH_PROBE": "alloctrace", "BENCH_STEADY": str(steady),
                        "BENCH_CYCLES": str(cycles), "BENCH_SITES": str(len(sites) + 1)})
     m.device_dir = tree
     m.power_on()

@@ -37,6 +37,31 @@ _QSTR = re.compile(r"^qstr pool: n_pool=(\d+), n_qstr=(\d+), n_str_data_bytes=(\
                    r"n_total_bytes=(\d+)")
 
 
+# What bench/probe/heapmap.py wraps ("<module>:<callable>" or "<module>:<class>.<method>"),
+# as the table names it: the labels live here, so that the probe interns no name of its own.
+LABELS = {
+    "firmware.log:Log": "Log()",
+    "firmware.store:Store": "Store()",
+    "firmware.telemetry:Payload": "telemetry buffer: Payload()",
+    "firmware.startup:tls_context": "TLS: SSLContext + CA certificates",
+    "firmware.startup:load_config": "config: startup.load_config() result",
+    "firmware.hal.unix:Hal": "HAL: Hal()",
+    "firmware.hal.unix:Hal.mount": "HAL: mount() (block device, LittleFS)",
+    "firmware.hal.unix:Hal.pulse_input": "HAL: pulse_input() (feeder thread, doorbell)",
+    "firmware.pulses:PulseCounter": "PulseCounter()",
+    "firmware.link:Link": "Link() (write buffer)",
+    "firmware.link:Link.open": "MQTT connection: Link.open() (client, sockets)",
+    "firmware.backlog:Backlog": "backlog: Backlog() (RAM ring)",
+    "firmware.gesture:BootGesture": "BootGesture()",
+    "firmware.led:StatusLed": "StatusLed()",
+    "firmware.remote:Remote": "Remote()",
+    "firmware.remote:Remote.on_connect": "Remote.on_connect() (subscriptions)",
+    "firmware.clock:Clock": "Clock()",
+    "firmware.pipeline:Pipeline": "Pipeline() (with the pacer)",
+    "firmware.supervisor:Supervisor": "Supervisor() (with backoff, marker)",
+}
+
+
 def _mpy_path(tree, module):
     rel = module.replace(".", "/")
     for cand in (os.path.join(tree, rel + ".mpy"), os.path.join(tree, rel, "__init__.mpy"),
@@ -107,7 +132,7 @@ def parse(lines, tree, word=8):
                 stack[-1][3] += q_bytes
                 stack[-1][4] += q_n
         elif kind == "obj":
-            objects.append({"what": parts[2].replace("_", " "), "bytes": int(parts[3])})
+            objects.append({"what": LABELS.get(parts[2], parts[2]), "bytes": int(parts[3])})
         elif kind == "phase":
             phases[parts[2]] = {"live": int(parts[3])}
             pending_q = []
@@ -130,7 +155,7 @@ def parse(lines, tree, word=8):
 def run_heapmap(rig, trees, tls, steady=3, timeout=120):
     cfg = rig.config(tls=tls, publish_interval_s=2, persist_interval_s=10)
     m = rig.meter("firmware", cfg, probe=True, tag="-heapmap" + ("-tls" if tls else ""),
-                  env={"BENCH_HEAPMAP": "1", "BENCH_STEADY": str(steady)})
+                  env={"BENCH_PROBE": "heapmap", "BENCH_STEADY": str(steady)})
     m.power_on()
     load = Steady(m, 1.0)
     load.start()

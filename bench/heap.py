@@ -22,7 +22,7 @@ def heap_figures(rig, kind, s):
     """Probe run: first boot with provisioning, then steady state and allocation per cycle."""
     cfg = rig.config(publish_interval_s=2, persist_interval_s=10)
     m = rig.meter(kind, cfg, probe=True, tag="-heap",
-                  env={"BENCH_HEAP": "1", "BENCH_STEADY": str(s.steady_after),
+                  env={"BENCH_FIGURES": "1", "BENCH_STEADY": str(s.steady_after),
                        "BENCH_CYCLES": str(s.cycles)})
     m.power_on()
     load = Steady(m, 1.0)  # one pulse a second: 3.6 kW at 1000 imp/kWh
@@ -39,9 +39,39 @@ def heap_figures(rig, kind, s):
         v = bench_value(m, key)
         if v is not None:
             out[key] = v
+    out.update(probe_names(m.text()))
     if BAD.search(m.text()) or "alloc_per_cycle_bytes" not in out:
         fail(m, "heap run incomplete")
     m.close()
+    return out
+
+
+def name_pools(n):
+    """How many name pools n interned names take: the first holds 20, each next twice the one
+    before (py/qstr.c; docs/benchmarks.md, the probe's own names), so a 6th opens past 620."""
+    pools, room, size = 0, 0, 20
+    while room < n:
+        pools, room, size = pools + 1, room + size, size * 2
+    return pools
+
+
+_QSTR = re.compile(r"^qstr pool: n_pool=(\d+), n_qstr=(\d+),", re.M)
+
+
+def probe_names(text):
+    """Names from a probe run's console: probe_names, what bench/probe/main.py and the probe
+    intern before the meter starts (the two qstr_info lines around the probe's import: an upper
+    bound on the names the probe adds to the meter's, since the meter may intern some of the
+    same), and heap_names_steady, the names while running (the line after heap_steady_bytes)."""
+    out = {}
+    q = _QSTR.findall(text)
+    if len(q) >= 2:
+        out["probe_names"] = int(q[1][1]) - int(q[0][1])
+    m = re.search(r"^BENCH heap_steady_bytes \d+\n(?:.*\n)*?qstr pool: n_pool=(\d+), n_qstr=(\d+),",
+                  text, re.M)
+    if m:
+        out["heap_names_steady"] = int(m.group(2))
+        out["heap_name_pools_steady"] = int(m.group(1))
     return out
 
 

@@ -90,7 +90,7 @@ class Rig:
                 files["state/pulses.json"] = store_record({"index": index})
             else:
                 files["total.json"] = json.dumps(index).encode()
-        e = {"BENCH_TARGET": kind}
+        e = {"BENCH_TARGET": kind, "BENCH_PROBE": "probe"}  # bench/probe/main.py
         e.update(env or {})
         m = VirtualMeter(os.path.join(self.work, "%s-%s%s" % (uid, kind, tag)), cfg,
                          self.trees[tree], uid=uid, heap=heap, files=files, env=e)

@@ -58,7 +58,7 @@ def build_trees(out=BENCH_BUILD):
             os.replace(os.path.join(d, "main.py"), os.path.join(d, "meter_main.py"))
         for probe in ("probe", "heapmap", "alloctrace"):
             _compile(os.path.join(BENCH_SRC, "probe", probe + ".py"),
-                     os.path.join(d, "lib", probe + ".mpy"), probe + ".py")
+                     os.path.join(d, "lib", probe + ".mpy"), probe)  # the module's name: one name
         shutil.copyfile(os.path.join(BENCH_SRC, "probe", "main.py"), os.path.join(d, "main.py"))
         trees[name] = d
     return trees

@@ -14,8 +14,14 @@
 #   (qstr_info(1)) and the run ends.
 #
 # Lines: "HEAPMAP imp+ <name>", then qstr_info, then "HEAPMAP imp- <name> <before> <after>";
-# "HEAPMAP obj <label> <bytes>"; "HEAPMAP phase <name> <live bytes>" followed by qstr_info.
-# Figures leave out the probe itself (HEAPMAP probe) and its wrappers (HEAPMAP wraps).
+# "HEAPMAP obj <module>:<attribute> <bytes>" (bench/breakdown.py LABELS names them); "HEAPMAP
+# phase <name> <live bytes>" followed by qstr_info. Figures leave out the probe itself
+# (HEAPMAP probe) and its wrappers (HEAPMAP wraps).
+#
+# Names: as bench/probe/probe.py, this module interns (nearly) none of its own, so that the
+# meter it measures keeps the name pools it has alone: its functions and arguments have names
+# MicroPython has in ROM, its state is one list indexed by const(), the wrapped attributes are
+# the firmware's own names, and every string is 11 characters or more (an object, not a name).
 
 import builtins
 import gc
@@ -23,157 +29,154 @@ import os
 import sys
 
 import micropython
+from micropython import const
 
-_orig_import = builtins.__import__
-_overhead = 0
-_wraps = 0  # heap held by the wrappers themselves
-_steady = 5
-_phase = 0
+_OVERHEAD = const(0)
+_WRAPS = const(1)  # heap held by the wrappers themselves
+_STEADY = const(2)
+_PHASE = const(3)
+_IMPORT = const(4)  # the original builtins.__import__
+_STEP = const(5)  # the original Supervisor.step
+_TABLE = const(6)
 
-# module -> ((attribute, label, how)): "call" replaces a module-level callable (a class, so
-# the instance is counted too, or a function); "meth" wraps a method of class <attribute>.
-WRAPS = {
-    "firmware.log": (("Log", "Log()", "call"),),
-    "firmware.store": (("Store", "Store()", "call"),),
-    "firmware.telemetry": (("Payload", "telemetry buffer: Payload()", "call"),),
-    "firmware.startup": (("tls_context", "TLS: SSLContext + CA certificates", "call"),
-                         ("load_config", "config: startup.load_config() result", "call")),
-    "firmware.hal.unix": (("Hal", "HAL: Hal()", "call"),
-                          ("Hal.mount", "HAL: mount() (block device, LittleFS)", "meth"),
-                          ("Hal.pulse_input", "HAL: pulse_input() (feeder thread, doorbell)",
-                           "meth")),
-    "firmware.pulses": (("PulseCounter", "PulseCounter()", "call"),),
-    "firmware.link": (("Link", "Link() (write buffer)", "call"),
-                      ("Link.open", "MQTT connection: Link.open() (client, sockets)", "meth")),
-    "firmware.backlog": (("Backlog", "backlog: Backlog() (RAM ring)", "call"),),
-    "firmware.gesture": (("BootGesture", "BootGesture()", "call"),),
-    "firmware.led": (("StatusLed", "StatusLed()", "call"),),
-    "firmware.remote": (("Remote", "Remote()", "call"),
-                        ("Remote.on_connect", "Remote.on_connect() (subscriptions)", "meth")),
-    "firmware.clock": (("Clock", "Clock()", "call"),),
-    "firmware.pipeline": (("Pipeline", "Pipeline() (with the pacer)", "call"),),
-    "firmware.supervisor": (("Supervisor", "Supervisor() (with backoff, marker)", "call"),),
+state = [0] * 7
+
+# module -> ((attribute, None), ...) replaces a module-level callable (a class, so the instance
+# is counted too, or a function); ((class, method), ...) wraps a method of that class.
+state[_TABLE] = {
+    "firmware.log": (("Log", None),),
+    "firmware.store": (("Store", None),),
+    "firmware.telemetry": (("Payload", None),),
+    "firmware.startup": (("tls_context", None), ("load_config", None)),
+    "firmware.hal.unix": (("Hal", "mount"), ("Hal", "pulse_input"), ("Hal", None)),
+    "firmware.pulses": (("PulseCounter", None),),
+    "firmware.link": (("Link", "open"), ("Link", None)),
+    "firmware.backlog": (("Backlog", None),),
+    "firmware.gesture": (("BootGesture", None),),
+    "firmware.led": (("StatusLed", None),),
+    "firmware.remote": (("Remote", "on_connect"), ("Remote", None)),
+    "firmware.clock": (("Clock", None),),
+    "firmware.pipeline": (("Pipeline", None),),
+    "firmware.supervisor": (("Supervisor", None),),
 }
 
 
-def _live():
+def collect():
     gc.collect()
     return gc.mem_alloc()
 
 
-def _say(kind, label, value):
-    print("HEAPMAP %s %s %d" % (kind, label, value))
-
-
-def _begin(name):
+def write(name):
     # Printed from a frame of its own: the line's text is garbage, and no pointer to it stays
-    # in _measure's frame, where the collector would see it as live.
+    # in add()'s frame, where the collector would see it as live.
     print("HEAPMAP imp+ " + name)
 
 
-def _end(name, a, b):
+def end(name, s, e):
+    # s, e: the live heap before and after the import
     if name in sys.modules:
-        print("HEAPMAP imp- %s %d %d" % (name, a - _overhead, b - _overhead))
+        print("HEAPMAP imp- %s %d %d" % (name, s - state[_OVERHEAD], e - state[_OVERHEAD]))
     else:
         print("HEAPMAP imp- %s builtin" % name)  # built in: lives in ROM, not sys.modules
 
 
-def _measure(name):
-    _begin(name)
-    a = _live()
+def add(name):
+    # One first import, measured.
+    write(name)
+    a = collect()
     micropython.qstr_info()
     try:
-        _orig_import(name, None, None, None, 0)
+        state[_IMPORT](name, None, None, None, 0)
     finally:
-        b = _live()
+        b = collect()
         micropython.qstr_info()
-        _end(name, a, b)
-    _patch(name)
+        end(name, a, b)
+    patch(name)
 
 
-def _hook(name, globs=None, locs=None, fromlist=None, level=0):
-    if not level and name not in sys.modules:
+def __import__(name, globals=None, locals=None, args=None, n=0):
+    # builtins.__import__ (the VM calls it with 5 positional arguments): args is the fromlist,
+    # n the level, named so with names MicroPython has in ROM.
+    if not n and name not in sys.modules:
         dot = name.rfind(".")
         if dot > 0:
-            _hook(name[:dot])  # the package first, on its own
+            __import__(name[:dot])  # the package first, on its own
         try:
-            _measure(name)
+            add(name)
         except ImportError:
             pass  # the real import below raises it where the caller expects it
-    mod = _orig_import(name, globs, locs, fromlist, level)
-    if fromlist and not level:
+    mod = state[_IMPORT](name, globals, locals, args, n)
+    if args and not n:
         leaf = sys.modules.get(name)
-        for item in fromlist:
+        for item in args:
             sub = name + "." + item
             if leaf is not None and item != "*" and sub not in sys.modules and \
                     not hasattr(leaf, item):
                 try:
-                    _measure(sub)
+                    add(sub)
                 except ImportError:
                     pass  # a plain attribute after all
     return mod
 
 
-def _caller(label, fn):
-    def call(*args, **kw):
-        a = _live()
-        r = fn(*args, **kw)
-        b = _live()
-        _say("obj", label.replace(" ", "_"), b - a)
+def log(key, f):
+    # f wrapped: each call prints the heap it leaves behind.
+    def handler(*args, **kw):
+        a = collect()
+        r = f(*args, **kw)
+        b = collect()
+        print("HEAPMAP obj %s %d" % (key, b - a))
         return r
-    return call
+    return handler
 
 
-def _patch(name):
-    global _wraps
-    todo = WRAPS.get(name)
+def patch(name):
+    todo = state[_TABLE].get(name)
     if not todo:
         return
     mod = sys.modules[name]
-    a = _live()
+    a = collect()
     # Methods first, while the module attribute is still the class.
-    for attr, label, how in sorted(todo, key=lambda t: t[2] == "call"):
-        if how == "call":
-            orig = getattr(mod, attr)
-            if attr == "Supervisor":
-                orig.step = _step_wrapper(orig.step)  # on the class: the phase marks
-            setattr(mod, attr, _caller(label, orig))
+    for cls, meth in todo:
+        if meth is None:
+            orig = getattr(mod, cls)
+            if cls == "Supervisor":
+                state[_STEP] = orig.step
+                orig.step = step  # on the class: the phase marks
+            setattr(mod, cls, log(name + ":" + cls, orig))
         else:
-            cls, meth = attr.split(".")
             c = getattr(mod, cls)
-            setattr(c, meth, _caller(label, getattr(c, meth)))
-    _wraps += _live() - a
+            setattr(c, meth, log(name + ":" + cls + "." + meth, getattr(c, meth)))
+    state[_WRAPS] += collect() - a
 
 
-def _phase_mark(label):
-    v = _live() - _overhead - _wraps
-    _say("phase", label, v)
+def phase(line):
+    v = collect() - state[_OVERHEAD] - state[_WRAPS]
+    print(line % v)
     micropython.qstr_info()
 
 
-def _step_wrapper(orig):
-    def step(meter):
-        global _phase
-        if _phase == 0:
-            _phase = 1
-            _phase_mark("boot")
-        orig(meter)
-        if _phase == 1 and meter.pipeline.published >= _steady:
-            _phase = 2
-            _phase_mark("running")
-            print("HEAPMAP resident " + " ".join(k for k in sys.modules))
-            micropython.mem_info()
-            micropython.qstr_info(1)
-            print("HEAPMAP done")
-            sys.exit(0)
-    return step
+def step(self):
+    if state[_PHASE] == 0:
+        state[_PHASE] = 1
+        phase("HEAPMAP phase boot %d")
+    state[_STEP](self)
+    if state[_PHASE] == 1 and self.pipeline.published >= state[_STEADY]:
+        state[_PHASE] = 2
+        phase("HEAPMAP phase running %d")
+        print("HEAPMAP resident " + " ".join(k for k in sys.modules))
+        micropython.mem_info()
+        micropython.qstr_info(1)
+        print("HEAPMAP done")
+        sys.exit(0)
 
 
-def run(overhead):
-    global _overhead, _steady
-    _overhead = overhead
-    _say("probe", "bytes", overhead)
-    _steady = int(os.getenv("BENCH_STEADY") or 3)
-    builtins.__import__ = _hook
-    import meter_main  # noqa: F401  (main.py: runs the meter until step() exits)
-
+def run(n, path):
+    # n: the probe's heap (main.py measured it); path: the meter's main.py, run as the board
+    # runs it (bench/probe/probe.py)
+    state[_OVERHEAD] = n
+    print("HEAPMAP probe bytes %d" % n)
+    state[_STEADY] = int(os.getenv("BENCH_STEADY") or 3)
+    state[_IMPORT] = builtins.__import__
+    builtins.__import__ = __import__
+    execfile(path, {"__name__": "__main__"})  # noqa: F821  (a MicroPython builtin; main.py runs the meter until step() exits)

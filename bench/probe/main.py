@@ -1,18 +1,20 @@
-# Bench launcher (bench): stands in for main.py on a measured meter. The probe's own heap
-# (its code and state) is measured first, so that every heap figure can leave it out.
-# BENCH_HEAPMAP=1 runs the heap breakdown (heapmap), BENCH_ALLOCTRACE=1 the allocation trace
-# (alloctrace), instead of the figures probe.
+# Bench launcher (bench): stands in for main.py on a measured meter, which it then runs
+# (meter_main.py, the real main.py). BENCH_PROBE names the probe module: probe (the figures),
+# heapmap (the heap breakdown) or alloctrace (the allocation trace). The probe's own heap (its
+# code and state) is measured first, so that every heap figure can leave it out, and so are
+# its names: the two qstr_info lines around the import (bench/heap.py: BENCH probe_names).
+# This file is compiled at every start and each of its names interned: it uses only names
+# MicroPython has in ROM (start, run, ...; probe.py says why).
 import gc
 import os
+import sys
 
-gc.collect()
-_before = gc.mem_alloc()
-if os.getenv("BENCH_HEAPMAP"):
-    import heapmap as probe  # noqa: E402
-elif os.getenv("BENCH_ALLOCTRACE"):
-    import alloctrace as probe  # noqa: E402
-else:
-    import probe  # noqa: E402
+import micropython
 
+micropython.qstr_info()
 gc.collect()
-probe.run(gc.mem_alloc() - _before)
+start = gc.mem_alloc()
+run = __import__(os.getenv("BENCH_PROBE")).run
+gc.collect()
+micropython.qstr_info()
+run(gc.mem_alloc() - start, sys.path[0] + "/meter_main.py")

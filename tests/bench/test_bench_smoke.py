@@ -120,6 +120,19 @@ def test_the_heap_breakdown_and_the_allocation_trace_account_for_the_heap(result
     assert a["requested"] >= a["net"] // 2 and a["lines"]
 
 
+def test_the_probe_interns_few_names_and_opens_no_name_pool_of_its_own(results):
+    # The probe's names (bench/probe/main.py: interned before the meter starts; an upper bound,
+    # as the meter interns some of the same) must not move the meter past a pool step: with
+    # 86 names of its own, it once took the measured meter from 5 pools to 6 (7 KB).
+    from bench.heap import name_pools
+    for kind in ("firmware", "baseline"):
+        r = results[kind]
+        assert 0 < r["probe_names"] <= 40, (kind, r["probe_names"])
+        n = r["heap_names_steady"]
+        assert name_pools(n) == r["heap_name_pools_steady"], (kind, n)  # py/qstr.c's doubling
+        assert name_pools(n - r["probe_names"]) == name_pools(n), (kind, n, r["probe_names"])
+
+
 def test_with_bounce_the_counter_keeps_real_pulses_and_the_baseline_counts_the_bounce(results):
     # 17 pulses/s, each bouncing twice, three 0.5 s stalls: the firmware's hardware-counter
     # path ends exactly on the real pulses; its interrupt-only path loses some in the stalls
